@@ -1,0 +1,1 @@
+"""Customer notifications (e-mail and SMS) with an idempotent delivery record."""

@@ -1,0 +1,1 @@
+"""The order: checkout, stock reservation, payment and the Celery workflow that completes it."""

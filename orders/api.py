@@ -1,0 +1,96 @@
+"""POST /api/orders/ and GET /api/orders/<id>/."""
+
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from shop.cart import MAX_LINE_QUANTITY
+from shop.jsonapi import ApiError, api_view, read_json_object
+
+from .checkout import CheckoutError, Customer, InsufficientStock, place_order
+from .forms import CheckoutForm
+from .models import Order
+from .selectors import order_status
+
+MAX_ITEMS = 50
+_CUSTOMER_FIELDS = ("name", "email", "phone")
+
+
+@api_view(("POST",))
+def order_create(request: HttpRequest) -> JsonResponse:
+    data = read_json_object(request)
+    customer = data.get("customer")
+    errors: dict[str, list[str]] = {}
+    if not isinstance(customer, dict):
+        errors["customer"] = ["Give an object with name, email and phone."]
+        customer = {}
+    values = {field: customer.get(field) for field in _CUSTOMER_FIELDS}
+    values |= {"shipping_address": data.get("shipping_address"), "card_number": data.get("card_number")}
+    not_text = {field for field, value in values.items() if value is not None and not isinstance(value, str)}
+    form = CheckoutForm({field: None if field in not_text else value for field, value in values.items()})
+    if not form.is_valid():
+        for field, messages in form.errors.items():
+            errors[_path(field)] = ["Give a string."] if field in not_text else list(messages)
+    items = _items(data.get("items"), errors)
+    if errors:
+        raise ApiError(400, errors)
+
+    cleaned = form.cleaned_data
+    try:
+        order = place_order(
+            customer=Customer(name=cleaned["name"], email=cleaned["email"], phone=cleaned["phone"]),
+            shipping_address=cleaned["shipping_address"],
+            items=items,
+            card_number=cleaned["card_number"],
+        )
+    except InsufficientStock as exc:
+        return JsonResponse(
+            {"message": str(exc), "sku": exc.sku, "requested": exc.requested, "available": exc.available},
+            status=409,
+        )
+    except CheckoutError as exc:
+        raise ApiError(400, {"items": [str(exc)]}) from None
+    status = order_status(order)
+    return JsonResponse(
+        {
+            "id": status["id"],
+            "number": status["number"],
+            "status": status["status"],
+            "status_url": request.build_absolute_uri(status["status_url"]),
+        },
+        status=202,
+    )
+
+
+@api_view(("GET",))
+def order_detail(request: HttpRequest, pk) -> JsonResponse:
+    return JsonResponse(order_status(get_object_or_404(Order, pk=pk)))
+
+
+def _path(field: str) -> str:
+    """The error's key names the field where the client sent it: customer.email, card_number."""
+    return f"customer.{field}" if field in _CUSTOMER_FIELDS else field
+
+
+def _items(raw, errors: dict[str, list[str]]) -> list[tuple[str, int]]:
+    if not isinstance(raw, list) or not raw:
+        errors["items"] = ['Give a non-empty list of {"sku", "quantity"} objects.']
+        return []
+    if len(raw) > MAX_ITEMS:
+        errors["items"] = [f"At most {MAX_ITEMS} items per order."]
+        return []
+    items = []
+    for index, item in enumerate(raw):
+        where = f"items[{index}]"
+        if not isinstance(item, dict):
+            errors[where] = ["Each item must be an object with sku and quantity."]
+            continue
+        sku, quantity = item.get("sku"), item.get("quantity")
+        if not isinstance(sku, str) or not 0 < len(sku) <= 32:
+            errors[f"{where}.sku"] = ["Give the product's SKU as a string."]
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            errors[f"{where}.quantity"] = ["Give the quantity as a whole number."]
+        elif not 1 <= quantity <= MAX_LINE_QUANTITY:
+            errors[f"{where}.quantity"] = [f"Quantity must be between 1 and {MAX_LINE_QUANTITY}."]
+        else:
+            items.append((sku, quantity))
+    return items

@@ -1,0 +1,92 @@
+"""Placing an order: reserve stock, record the order and start its workflow, all or nothing."""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+
+from shop.models import Product
+
+from .models import Order, OrderLine, Payment
+from .payments import get_gateway
+from .workflow import start_workflow
+
+
+@dataclass(frozen=True)
+class Customer:
+    name: str
+    email: str
+    phone: str
+
+
+class CheckoutError(Exception):
+    """The order cannot be placed as asked; the message is meant for the customer."""
+
+
+class UnknownProduct(CheckoutError):
+    def __init__(self, skus: Iterable[str]) -> None:
+        self.skus = sorted(skus)
+        super().__init__(f"Unknown or unavailable product: {', '.join(self.skus)}.")
+
+
+class InsufficientStock(CheckoutError):
+    def __init__(self, product: Product, requested: int, available: int) -> None:
+        self.sku, self.requested, self.available = product.sku, requested, available
+        super().__init__(f"Only {available} of {product.name} ({product.sku}) left; you asked for {requested}.")
+
+
+def place_order(
+    *, customer: Customer, shipping_address: str, items: Iterable[tuple[str, int]], card_number: str
+) -> Order:
+    """Place an order for (sku, quantity) items at the catalog's current prices.
+
+    Stock is reserved by conditional UPDATEs in the same transaction that creates the
+    order, so concurrent checkouts can never sell more than there is; the workflow is
+    sent only after that transaction commits.
+    """
+    quantities = Counter()
+    for sku, quantity in items:
+        if quantity <= 0:
+            raise CheckoutError(f"Quantity for {sku} must be at least 1.")
+        quantities[sku] += quantity
+    if not quantities:
+        raise CheckoutError("Your cart is empty.")
+    card = get_gateway().tokenize(card_number)
+
+    with transaction.atomic():
+        products = Product.objects.filter(sku__in=quantities, active=True).order_by("pk")
+        by_sku = {product.sku: product for product in products}
+        if missing := quantities.keys() - by_sku.keys():
+            raise UnknownProduct(missing)
+        # Lock rows in primary-key order, the same order every checkout uses: no deadlocks.
+        for product in by_sku.values():
+            wanted = quantities[product.sku]
+            reserved = Product.objects.filter(pk=product.pk, stock__gte=wanted).update(stock=F("stock") - wanted)
+            if not reserved:
+                available = Product.objects.values_list("stock", flat=True).get(pk=product.pk)
+                raise InsufficientStock(product, wanted, available)
+
+        total = sum((p.price * quantities[p.sku] for p in by_sku.values()), Decimal("0.00"))
+        order = Order.objects.create(
+            customer_name=customer.name,
+            email=customer.email,
+            phone=customer.phone,
+            shipping_address=shipping_address,
+            total=total,
+        )
+        OrderLine.objects.bulk_create(
+            OrderLine(order=order, product=p, sku=p.sku, name=p.name, unit_price=p.price, quantity=quantities[p.sku])
+            for p in by_sku.values()
+        )
+        Payment.objects.create(
+            order=order,
+            amount=total,
+            card_token=card.token,
+            card_last4=card.last4,
+            idempotency_key=f"order:{order.pk}:charge",
+        )
+        start_workflow(order)
+    return order

@@ -1,0 +1,42 @@
+"""Validation of checkout input, shared by the HTML checkout and the JSON API."""
+
+import re
+
+from django import forms
+
+from .payments import InvalidCard, normalize_card_number
+
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+
+
+def normalize_phone(value: str) -> str:
+    """Accept '+44 20 7946 0958' or '+44 (20) 7946-0958'; return E.164: '+442079460958'."""
+    phone = _PHONE_SEPARATORS.sub("", value)
+    if not E164.fullmatch(phone):
+        raise forms.ValidationError(
+            "Enter the phone number in international format: + and country code, e.g. +44 20 7946 0958."
+        )
+    return phone
+
+
+class CheckoutForm(forms.Form):
+    name = forms.CharField(max_length=200, label="Full name")
+    email = forms.EmailField(max_length=254)
+    phone = forms.CharField(max_length=32, help_text="International format, e.g. +44 20 7946 0958")
+    shipping_address = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 3}))
+    card_number = forms.CharField(
+        max_length=30,
+        label="Card number",
+        help_text="Demo payments: 4242 4242 4242 4242 pays, 4000 0000 0000 0002 is declined.",
+        widget=forms.TextInput(attrs={"autocomplete": "cc-number", "inputmode": "numeric"}),
+    )
+
+    def clean_phone(self) -> str:
+        return normalize_phone(self.cleaned_data["phone"])
+
+    def clean_card_number(self) -> str:
+        try:
+            return normalize_card_number(self.cleaned_data["card_number"])
+        except InvalidCard as exc:
+            raise forms.ValidationError(str(exc)) from None

@@ -1,0 +1,89 @@
+"""Payment gateway adapters. The only one shipped is a DEMO provider that moves no money."""
+
+import secrets
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import F
+
+from shop.errors import PermanentProviderError
+
+from .models import DemoGatewayCharge
+
+
+class InvalidCard(ValueError):
+    """The card number cannot be a card: caught at checkout, before any order exists."""
+
+
+class PaymentDeclined(PermanentProviderError):
+    """The gateway refused the charge; retrying will not change its mind."""
+
+
+@dataclass(frozen=True)
+class CardToken:
+    token: str
+    last4: str
+
+
+class PaymentGateway(Protocol):
+    def tokenize(self, card_number: str) -> CardToken: ...
+
+    def charge(self, *, token: str, amount: Decimal, idempotency_key: str) -> str:
+        """Charge the card once per idempotency key; return the gateway's reference."""
+
+
+def normalize_card_number(card_number: str) -> str:
+    digits = "".join(ch for ch in card_number if ch not in " -")
+    if not digits.isascii() or not digits.isdigit() or not 12 <= len(digits) <= 19:
+        raise InvalidCard("Enter a card number of 12 to 19 digits.")
+    total = 0
+    for position, ch in enumerate(reversed(digits)):
+        value = int(ch)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    if total % 10:
+        raise InvalidCard("This card number is not valid (checksum failed).")
+    return digits
+
+
+class DemoGateway:
+    """DEMO payment provider: no money moves and every card is fake.
+
+    Any Luhn-valid number is charged, after `latency` seconds, except the decline card
+    4000 0000 0000 0002. Its ledger (DemoGatewayCharge) plays the provider's side.
+    """
+
+    DECLINE_CARD = "4000000000000002"
+    _DECLINE_PREFIX = "demo_decline_"
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+
+    def tokenize(self, card_number: str) -> CardToken:
+        digits = normalize_card_number(card_number)
+        prefix = self._DECLINE_PREFIX if digits == self.DECLINE_CARD else "demo_"
+        return CardToken(token=prefix + secrets.token_hex(12), last4=digits[-4:])
+
+    def charge(self, *, token: str, amount: Decimal, idempotency_key: str) -> str:
+        if self.latency:
+            time.sleep(self.latency)
+        if token.startswith(self._DECLINE_PREFIX):
+            raise PaymentDeclined("The card was declined (demo decline card 4000 0000 0000 0002).")
+        charge, created = DemoGatewayCharge.objects.get_or_create(
+            idempotency_key=idempotency_key,
+            defaults={"reference": "ch_demo_" + secrets.token_hex(10), "card_token": token, "amount": amount},
+        )
+        if not created:
+            DemoGatewayCharge.objects.filter(pk=charge.pk).update(requests=F("requests") + 1)
+        return charge.reference
+
+
+def get_gateway() -> PaymentGateway:
+    if settings.PAYMENT_GATEWAY == "demo":
+        return DemoGateway(latency=settings.PAYMENT_DEMO_LATENCY)
+    raise ImproperlyConfigured(f"Unknown PAYMENT_GATEWAY {settings.PAYMENT_GATEWAY!r}; supported: demo")

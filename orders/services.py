@@ -1,0 +1,158 @@
+"""What each step of the order workflow does. Every function is safe to run twice.
+
+Each takes an order id (a task's argument), and guards its effect with a business
+key: the payment's idempotency key, a one-to-one row, a timestamp set by a
+conditional UPDATE, a notification key. A retried or redelivered task therefore
+never charges, ships, counts or sends twice.
+"""
+
+import logging
+import secrets
+
+from celery import states
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from notifications import services as notifications
+from shop.models import Product
+
+from . import messages
+from .models import Order, OrderLine, Payment, Shipment, WorkflowStep
+from .payments import PaymentDeclined, get_gateway
+
+logger = logging.getLogger(__name__)
+
+
+class OrderNotActive(Exception):
+    """The order was cancelled or failed while this step waited in the queue."""
+
+
+def charge_payment(order_id: str) -> str:
+    """Charge the card once; return the gateway's reference."""
+    Order.objects.filter(pk=order_id, status=Order.Status.PENDING).update(
+        status=Order.Status.PROCESSING, updated_at=timezone.now()
+    )
+    payment = Payment.objects.select_related("order").get(order_id=order_id)
+    if payment.status == Payment.Status.CAPTURED:
+        return payment.gateway_reference
+    if payment.status == Payment.Status.DECLINED:
+        raise PaymentDeclined(payment.error)
+    if payment.order.status not in Order.ACTIVE_STATUSES:
+        raise OrderNotActive(f"Order {payment.order.number} is {payment.order.status}; not charging it.")
+    try:
+        reference = get_gateway().charge(
+            token=payment.card_token, amount=payment.amount, idempotency_key=payment.idempotency_key
+        )
+    except PaymentDeclined as exc:
+        Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.DECLINED, error=str(exc))
+        raise
+    Payment.objects.filter(pk=payment.pk).update(
+        status=Payment.Status.CAPTURED, gateway_reference=reference, captured_at=timezone.now()
+    )
+    return reference
+
+
+def create_shipment(order_id: str) -> str:
+    """Hand the paid order to the warehouse: one Shipment per order."""
+    shipment, _ = Shipment.objects.get_or_create(
+        order_id=order_id, defaults={"reference": "SH-" + secrets.token_hex(5).upper()}
+    )
+    return shipment.reference
+
+
+def record_sales(order_id: str) -> bool:
+    """Add the order's units to the products' sales statistics, once."""
+    with transaction.atomic():
+        claimed = Order.objects.filter(pk=order_id, sales_recorded_at__isnull=True).update(
+            sales_recorded_at=timezone.now()
+        )
+        if claimed:
+            # Product order keeps row locks in one order across concurrent workflows.
+            for product_id, quantity in _line_quantities(order_id):
+                Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") + quantity)
+    return bool(claimed)
+
+
+def send_confirmation_email(order_id: str) -> int:
+    order = Order.objects.get(pk=order_id)
+    content = messages.confirmation_email(order)
+    return notifications.send_email(
+        key=f"order:{order.pk}:confirmation:email",
+        to=order.email,
+        subject=content.subject,
+        body=content.body,
+        html_body=content.html_body,
+        order_id=order.pk,
+    ).pk
+
+
+def send_confirmation_sms(order_id: str) -> int:
+    order = Order.objects.get(pk=order_id)
+    return notifications.send_sms(
+        key=f"order:{order.pk}:confirmation:sms",
+        to=order.phone,
+        body=messages.confirmation_sms(order),
+        order_id=order.pk,
+    ).pk
+
+
+def confirm_order(order_id: str) -> bool:
+    """The chord's callback: every step ran, the order is confirmed."""
+    return bool(
+        Order.objects.filter(pk=order_id, status__in=Order.ACTIVE_STATUSES).update(
+            status=Order.Status.CONFIRMED, updated_at=timezone.now()
+        )
+    )
+
+
+def fail_order(order_id: str) -> str:
+    """The workflow's error callback: stop the order, release its stock, tell the customer.
+
+    A declined payment cancels the order. Any other failed step marks it failed:
+    the payment, if taken, stays for staff to continue the workflow or refund.
+    Returns the order's status.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status in Order.ACTIVE_STATUSES:
+            order.status, order.failure_reason = _failure_outcome(order)
+            order.save(update_fields=["status", "failure_reason", "updated_at"])
+            release_stock(order)
+            Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
+            logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
+    if order.status in (Order.Status.CANCELLED, Order.Status.FAILED):
+        content = messages.failure_email(order)
+        notifications.send_email(
+            key=f"order:{order.pk}:failure:email",
+            to=order.email,
+            subject=content.subject,
+            body=content.body,
+            html_body=content.html_body,
+            order_id=order.pk,
+        )
+    return order.status
+
+
+def release_stock(order: Order) -> bool:
+    """Put the order's reserved units back on sale, once (call inside a transaction)."""
+    claimed = Order.objects.filter(pk=order.pk, stock_released_at__isnull=True).update(stock_released_at=timezone.now())
+    if claimed:
+        for product_id, quantity in _line_quantities(order.pk):
+            Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
+    return bool(claimed)
+
+
+def _failure_outcome(order: Order) -> tuple[str, str]:
+    if Payment.objects.filter(order=order, status=Payment.Status.DECLINED).exists():
+        return Order.Status.CANCELLED, "your payment was declined."
+    step = WorkflowStep.objects.filter(order=order).exclude(state=states.SUCCESS).order_by("position").first()
+    if step is None:
+        return Order.Status.FAILED, "the workflow failed."
+    return Order.Status.FAILED, f"step {step.name} failed: {step.error or 'it did not finish'}"[:500]
+
+
+def _line_quantities(order_id) -> list[tuple[int, int]]:
+    return list(
+        OrderLine.objects.filter(order_id=order_id).order_by("product_id").values_list("product_id", "quantity")
+    )

@@ -1,0 +1,59 @@
+// Keeps the order page current while its workflow runs, by polling the order's JSON status.
+(function () {
+  "use strict";
+  const root = document.getElementById("order");
+  if (!root || root.dataset.finished === "true") return;
+  const FINISHED = ["confirmed", "failed", "cancelled"];
+  const LABELS = { pending: "Pending", processing: "Processing", confirmed: "Confirmed", failed: "Failed", cancelled: "Cancelled" };
+
+  function render(order) {
+    const status = root.querySelector("[data-testid=order-status]");
+    status.textContent = LABELS[order.status] || order.status;
+    status.className = "status status-" + order.status;
+    const reason = root.querySelector("[data-testid=failure-reason]");
+    reason.textContent = order.failure_reason ? order.failure_reason.charAt(0).toUpperCase() + order.failure_reason.slice(1) : "";
+    reason.hidden = !order.failure_reason;
+    for (const step of order.steps) {
+      const item = root.querySelector('[data-step="' + step.name + '"]');
+      if (!item) continue;
+      item.className = "step state-" + step.state.toLowerCase();
+      item.querySelector(".step-state").textContent = step.state;
+      item.querySelector(".step-meta").textContent = step.attempts ? "attempt " + step.attempts : "";
+    }
+    const list = root.querySelector("[data-testid=notifications]");
+    list.replaceChildren(...order.notifications.map(function (n) {
+      const li = document.createElement("li");
+      li.textContent = n.channel + " to " + n.to + ": " + n.status;
+      return li;
+    }));
+    if (!order.notifications.length) {
+      const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "None yet.";
+      list.append(li);
+    }
+    return FINISHED.includes(order.status);
+  }
+
+  function settled(order) {
+    return order.notifications.every(function (n) { return n.status !== "pending"; });
+  }
+
+  let delay = 500;
+  async function poll() {
+    try {
+      const response = await fetch(root.dataset.statusUrl, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const order = await response.json();
+        const finished = render(order);
+        if (finished && settled(order)) return;
+        // After the order has finished, only a last message may still be on its way.
+        delay = finished ? 3000 : 500;
+      }
+    } catch (error) {
+      delay = Math.min(delay * 2, 10000);  // back off while the server is unreachable
+    }
+    setTimeout(poll, delay);
+  }
+  setTimeout(poll, delay);
+})();

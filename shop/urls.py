@@ -1,0 +1,48 @@
+"""Root URL configuration."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from orders import api as orders_api
+from orders import views as orders_views
+
+from . import api, views
+
+storefront = (
+    [
+        path("", views.product_list, name="product_list"),
+        path("products/<slug:slug>/", views.product_detail, name="product_detail"),
+        path("cart/", views.cart_detail, name="cart"),
+        path("cart/add/", views.cart_add, name="cart_add"),
+        path("cart/update/", views.cart_update, name="cart_update"),
+        path("cart/remove/", views.cart_remove, name="cart_remove"),
+    ],
+    "shop",
+)
+
+orders = (
+    [
+        path("checkout/", orders_views.checkout, name="checkout"),
+        path("orders/<uuid:pk>/", orders_views.order_detail, name="order_detail"),
+    ],
+    "orders",
+)
+
+json_api = (
+    [
+        path("products/", api.product_list, name="product_list"),
+        path("orders/", orders_api.order_create, name="order_create"),
+        path("orders/<uuid:pk>/", orders_api.order_detail, name="order_detail"),
+    ],
+    "api",
+)
+
+urlpatterns = [
+    path("", include(storefront)),
+    path("", include(orders)),
+    path("api/", include(json_api)),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = views.page_not_found
+handler500 = views.server_error

@@ -1,0 +1,1 @@
+"""The task console in the Django admin."""

@@ -1,0 +1,84 @@
+"""Fixtures shared by the suite. Workflow tests run a real `celery -A shop worker` on a real broker."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shop import embedded_redis
+from shop.celery import app as celery_app
+from tests.fakes.sms_gateway import FakeSmsGateway
+from tests.processes import WorkerProcess, test_database_url
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory) -> Iterator[str]:
+    """CELERY_BROKER_URL if set (CI: the machine's Redis or RabbitMQ), else a private embedded Redis."""
+    url = os.environ.get("CELERY_BROKER_URL")
+    server = None
+    if not url:
+        socket = tmp_path_factory.mktemp("redis") / "redis.sock"
+        server = embedded_redis.start(socket, socket.parent / "data")
+        url = embedded_redis.broker_url(socket)
+    celery_app.conf.broker_url = url
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+    celery_app.control.purge()  # nothing left over from an earlier run
+    yield url
+    if server is not None:
+        server.terminate()
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def sms_gateway() -> Iterator[FakeSmsGateway]:
+    with FakeSmsGateway() as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def mail_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
+def worker_process(
+    django_db_setup, django_db_blocker, broker_url, sms_gateway, mail_dir, tmp_path_factory
+) -> Iterator[WorkerProcess]:
+    with django_db_blocker.unblock():
+        database_url = test_database_url()
+    env = {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker_url,
+        "SMS_PROVIDER": "http",
+        "SMS_HTTP_URL": sms_gateway.url,
+        "SMS_API_KEY": "test-key",
+        "SMS_TIMEOUT": "2",
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(mail_dir),
+        "PAYMENT_DEMO_LATENCY": "0",
+        # Fast retries: the policy is the same, the seconds are shorter.
+        "TASK_RETRY_BACKOFF": "0.1",
+        "TASK_RETRY_BACKOFF_MAX": "0.5",
+    }
+    worker = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(worker_process, transactional_db, sms_gateway, request) -> Iterator[WorkerProcess]:
+    """A running worker for a test whose data the worker must see (committed, not in a test transaction)."""
+    sms_gateway.reset()
+    yield worker_process
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("---- worker log ----\n" + worker_process.log()[-6000:])
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

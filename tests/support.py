@@ -1,0 +1,46 @@
+"""Helpers for tests: waiting on asynchronous outcomes, and skipping only where allowed."""
+
+import os
+import time
+from collections.abc import Callable
+
+import pytest
+from django.db import close_old_connections
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when an optional service is missing on a laptop; in CI nothing skips."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI is set: nothing may skip)")
+        pytest.skip(reason)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, message: str = "") -> object:
+    """Poll until predicate() is truthy and return its value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        close_old_connections()
+        if value := predicate():
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def mailbox(mail_dir, to: str | None = None) -> list:
+    """Messages Django's file-based e-mail backend wrote to `mail_dir`, optionally for one recipient."""
+    import email
+    from pathlib import Path
+
+    separator = b"\n" + b"-" * 79 + b"\n"
+    messages = []
+    for path in sorted(Path(mail_dir).glob("*.log")):
+        for chunk in path.read_bytes().split(separator):
+            if chunk.strip():
+                message = email.message_from_bytes(chunk.strip())
+                if to is None or message["To"] == to:
+                    messages.append(message)
+    return messages
