@@ -1,4 +1,5 @@
 """Django settings: every deployment-specific value comes from the environment."""
+import os
 
 import dj_database_url
 
@@ -74,8 +75,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # Tests start real worker processes, so the test database must be a file they can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(var_path("test-db.sqlite3"))}
+    # Tests start real worker processes, so the test database must be a file they can
+    # open; one per test run, so that two runs side by side do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(var_path(f"test-db-{os.getpid()}.sqlite3"))}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
