@@ -64,7 +64,7 @@ def start_workflow(order: Order) -> None:
 
 def publish(order: Order, workflow: Signature) -> bool:
     """Send the workflow to the broker. A broker outage must not fail the checkout that
-    called this: the order stays pending, and sending is retried by the recovery job."""
+    called this: the order is kept, stays pending, and the failure is logged."""
     try:
         workflow.apply_async()
     except Exception:

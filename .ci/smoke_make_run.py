@@ -1,0 +1,90 @@
+"""Start `make run` (embedded SQLite + Redis) in the background, buy through the JSON API, stop it.
+
+Fails unless the order is confirmed within 60 seconds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "http://127.0.0.1:8000"
+
+
+def request(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(BASE + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"FAILED: {what} within {timeout}s")
+
+
+def main() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    (ROOT / "var").mkdir(exist_ok=True)
+    log_path = ROOT / "var" / "make-run.log"
+    log = open(log_path, "wb")
+    stack = subprocess.Popen(
+        ["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait(lambda: request("GET", "/api/products/")[0] == 200, 180, "the shop answers on :8000")
+        status, products = request("GET", "/api/products/")
+        product = next(p for p in products["results"] if p["stock"] > 0)
+        status, created = request(
+            "POST",
+            "/api/orders/",
+            {
+                "customer": {"name": "Smoke Test", "email": "smoke@example.com", "phone": "+442079460958"},
+                "shipping_address": "1 CI Street",
+                "items": [{"sku": product["sku"], "quantity": 1}],
+                "card_number": "4242424242424242",
+            },
+        )
+        assert status == 202, (status, created)
+        print(f"Order {created['number']} accepted: {created['status_url']}")
+        path = created["status_url"].removeprefix(BASE)
+        started = time.monotonic()
+        order = wait(
+            lambda: (o := request("GET", path)[1])["status"] in ("confirmed", "failed", "cancelled") and o,
+            60,
+            "order finished",
+        )
+        print(f"Order {order['number']}: {order['status']} after {time.monotonic() - started:.1f}s")
+        assert order["status"] == "confirmed", order
+        assert all(step["state"] == "SUCCESS" for step in order["steps"]), order["steps"]
+    except BaseException:
+        log.flush()
+        sys.stdout.write(log_path.read_text(errors="replace")[-8000:])
+        raise
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)
+        try:
+            stack.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+    print("Smoke test passed: make run placed and confirmed an order; the stack stopped.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""A customer buys in a real browser (headless Debian Chromium) and watches the order confirm live."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orders.models import Order
+from shop.models import Product
+from tests.factories import make_category, make_product
+from tests.fakes.sms_gateway import Reply
+from tests.support import require
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Flags for a sandboxed, offline machine: no background calls home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    require(os.access(CHROMIUM, os.X_OK) or bool(shutil.which("chromium")), "Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an event loop on this thread; the ORM calls the test
+    # makes between browser steps are ordinary synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield page
+        browser.close()
+
+
+def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, live_server, worker, sms_gateway):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    teas = make_category("Tea")
+    product = make_product(name="Jasmine Pearls", price="8.40", stock=6, category=teas)
+    make_product(name="Assam Breakfast", price="5.10", stock=3, category=teas)
+    # A slow SMS gateway holds the workflow open, so the order page must update itself.
+    sms_gateway.script(Reply(status=200, delay=2.0))
+
+    page.goto(live_server.url)
+    expect(page.get_by_role("heading", name="All products")).to_be_visible()
+    page.get_by_role("link", name="Tea").click()
+    page.get_by_role("link", name="Jasmine Pearls").click()
+    expect(page.get_by_text("€8.40")).to_be_visible()
+    page.get_by_label("Quantity").fill("2")
+    page.get_by_role("button", name="Add to cart").click()
+
+    expect(page.get_by_text("Jasmine Pearls × 2 added to your cart.")).to_be_visible()
+    expect(page.get_by_test_id("cart-count")).to_have_text("2")
+    page.screenshot(path=ARTIFACTS / "cart.png", full_page=True)
+    page.get_by_role("link", name="Check out").click()
+
+    page.get_by_label("Full name").fill("Grace Hopper")
+    page.get_by_label("Email").fill("grace@example.com")
+    page.get_by_label("Phone").fill("+1 415 555 0100")
+    page.get_by_label("Shipping address").fill("1 Harbor Way\nArlington, VA")
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.screenshot(path=ARTIFACTS / "checkout.png", full_page=True)
+    page.get_by_role("button", name=re.compile("Place order")).click()
+
+    expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+    status = page.get_by_test_id("order-status")
+    assert status.inner_text() != "Confirmed", "the workflow should still be running when the page loads"
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+    expect(status).to_have_text("Confirmed", timeout=30_000)
+    assert page.evaluate("window.loadedOnce") is True
+    expect(page.locator('[data-step="confirm_order"] .step-state')).to_have_text("SUCCESS")
+    expect(page.get_by_test_id("notifications")).to_contain_text("sms to +14155550100: sent")
+    page.screenshot(path=ARTIFACTS / "order-confirmed.png", full_page=True)
+
+    order = Order.objects.get(email="grace@example.com")
+    assert order.status == Order.Status.CONFIRMED and str(order.total) == "16.80"
+    assert Product.objects.get(pk=product.pk).stock == 4
