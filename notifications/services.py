@@ -54,6 +54,8 @@ def _deliver(notification: Notification, send) -> Notification:
         notification.refresh_from_db()
         if notification.status == Notification.Status.SENT:
             return notification
+        if notification.status == Notification.Status.FAILED:
+            raise PermanentProviderError(notification.error or "The provider refused this message.")
         raise TransientProviderError("Another worker is sending this message.", retry_after=lease.total_seconds())
 
     try:

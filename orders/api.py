@@ -85,7 +85,7 @@ def _items(raw, errors: dict[str, list[str]]) -> list[tuple[str, int]]:
             errors[where] = ["Each item must be an object with sku and quantity."]
             continue
         sku, quantity = item.get("sku"), item.get("quantity")
-        if not isinstance(sku, str) or not 0 < len(sku) <= 32:
+        if not isinstance(sku, str) or not 0 < len(sku) <= 32 or "\x00" in sku:
             errors[f"{where}.sku"] = ["Give the product's SKU as a string."]
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             errors[f"{where}.quantity"] = ["Give the quantity as a whole number."]

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import F
 
+from shop.cart import MAX_LINE_QUANTITY
 from shop.models import Product
 
 from .models import Order, OrderLine, Payment
@@ -54,6 +55,9 @@ def place_order(
         quantities[sku] += quantity
     if not quantities:
         raise CheckoutError("Your cart is empty.")
+    for sku, quantity in quantities.items():
+        if quantity > MAX_LINE_QUANTITY:
+            raise CheckoutError(f"At most {MAX_LINE_QUANTITY} of {sku} per order; you asked for {quantity}.")
     card = get_gateway().tokenize(card_number)
 
     with transaction.atomic():

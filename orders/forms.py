@@ -6,7 +6,7 @@ from django import forms
 
 from .payments import InvalidCard, normalize_card_number
 
-E164 = re.compile(r"\+[1-9]\d{6,14}")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
 
 

@@ -64,9 +64,9 @@ def create_shipment(order_id: str) -> str:
 def record_sales(order_id: str) -> bool:
     """Add the order's units to the products' sales statistics, once."""
     with transaction.atomic():
-        claimed = Order.objects.filter(pk=order_id, sales_recorded_at__isnull=True).update(
-            sales_recorded_at=timezone.now()
-        )
+        claimed = Order.objects.filter(
+            pk=order_id, sales_recorded_at__isnull=True, status__in=Order.ACTIVE_STATUSES
+        ).update(sales_recorded_at=timezone.now())
         if claimed:
             # Product order keeps row locks in one order across concurrent workflows.
             for product_id, quantity in _line_quantities(order_id):
@@ -107,7 +107,8 @@ def confirm_order(order_id: str) -> bool:
 
 
 def fail_order(order_id: str) -> str:
-    """The workflow's error callback: stop the order, release its stock, tell the customer.
+    """The workflow's error callback: stop the order, release its stock, take it out of
+    the sales statistics, tell the customer.
 
     A declined payment cancels the order. Any other failed step marks it failed:
     the payment, if taken, stays for staff to continue the workflow or refund.
@@ -119,6 +120,7 @@ def fail_order(order_id: str) -> str:
             order.status, order.failure_reason = _failure_outcome(order)
             order.save(update_fields=["status", "failure_reason", "updated_at"])
             release_stock(order)
+            unrecord_sales(order)
             Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
             logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
     if order.status in (Order.Status.CANCELLED, Order.Status.FAILED):
@@ -143,13 +145,25 @@ def release_stock(order: Order) -> bool:
     return bool(claimed)
 
 
+def unrecord_sales(order: Order) -> bool:
+    """Take a stopped order's units back out of the sales statistics (call inside a transaction)."""
+    claimed = Order.objects.filter(pk=order.pk, sales_recorded_at__isnull=False).update(sales_recorded_at=None)
+    if claimed:
+        for product_id, quantity in _line_quantities(order.pk):
+            Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") - quantity)
+    return bool(claimed)
+
+
 def _failure_outcome(order: Order) -> tuple[str, str]:
+    """The new status and the reason shown to the customer (step errors stay in the admin)."""
     if Payment.objects.filter(order=order, status=Payment.Status.DECLINED).exists():
         return Order.Status.CANCELLED, "your payment was declined."
-    step = WorkflowStep.objects.filter(order=order).exclude(state=states.SUCCESS).order_by("position").first()
+    steps = WorkflowStep.objects.filter(order=order).order_by("position")
+    # Header steps run in parallel: the one that failed may come after one not yet run.
+    step = steps.filter(state=states.FAILURE).first() or steps.exclude(state=states.SUCCESS).first()
     if step is None:
-        return Order.Status.FAILED, "the workflow failed."
-    return Order.Status.FAILED, f"step {step.name} failed: {step.error or 'it did not finish'}"[:500]
+        return Order.Status.FAILED, "a technical problem stopped the order."
+    return Order.Status.FAILED, f"a technical problem stopped step {step.name}."
 
 
 def _line_quantities(order_id) -> list[tuple[int, int]]:

@@ -31,11 +31,14 @@ def retry_countdown(retries: int, retry_after: float | None = None) -> float:
     """Exponential backoff capped at TASK_RETRY_BACKOFF_MAX, with equal jitter.
 
     Half of the delay is fixed and half random, so retries of many tasks that failed
-    together spread out instead of returning as one herd; a provider's Retry-After wins.
+    together spread out instead of returning as one herd; a provider's Retry-After is
+    honoured up to the cap.
     """
-    ceiling = min(settings.TASK_RETRY_BACKOFF_MAX, settings.TASK_RETRY_BACKOFF * 2**retries)
+    cap = settings.TASK_RETRY_BACKOFF_MAX
+    ceiling = min(cap, settings.TASK_RETRY_BACKOFF * 2**retries)
     countdown = ceiling / 2 + random.uniform(0, ceiling / 2)
-    return max(countdown, retry_after or 0.0)
+    # The cap wins even over Retry-After: the broker's visibility timeout is sized on it.
+    return min(max(countdown, retry_after or 0.0), cap)
 
 
 class RetryingTask(Task):

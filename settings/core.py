@@ -1,4 +1,5 @@
 """Django settings: every deployment-specific value comes from the environment."""
+
 import os
 
 import dj_database_url

@@ -34,7 +34,7 @@ SMS_TIMEOUT = env_float("SMS_TIMEOUT", 5.0)
 SMS_SENDER = env_str("SMS_SENDER", "CeleryShop")
 
 # Retries of transient provider errors: exponential backoff from TASK_RETRY_BACKOFF
-# seconds, capped at TASK_RETRY_BACKOFF_MAX, with full jitter, TASK_MAX_RETRIES times.
+# seconds, capped at TASK_RETRY_BACKOFF_MAX, with equal jitter (half fixed, half random), TASK_MAX_RETRIES times.
 TASK_RETRY_BACKOFF = env_float("TASK_RETRY_BACKOFF", 2.0)
 TASK_RETRY_BACKOFF_MAX = env_float("TASK_RETRY_BACKOFF_MAX", 300.0)
 TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)

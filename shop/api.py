@@ -4,16 +4,16 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, JsonResponse
 
 from .jsonapi import api_view
-from .models import Category
-from .selectors import product_listing
+from .selectors import product_listing, search_text
 
 API_PAGE_SIZE = 50
 
 
 @api_view(("GET",))
 def product_list(request: HttpRequest) -> JsonResponse:
-    category = Category.objects.filter(slug=request.GET.get("category", "")).first()
-    products = product_listing(query=request.GET.get("q", "").strip()[:100], category=category)
+    products = product_listing(query=search_text(request.GET.get("q")))
+    if slug := search_text(request.GET.get("category")):
+        products = products.filter(category__slug=slug)  # an unknown category lists nothing
     page = Paginator(products, API_PAGE_SIZE).get_page(request.GET.get("page"))
     next_url = None
     if page.has_next():

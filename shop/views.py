@@ -5,13 +5,13 @@ from decimal import Decimal
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from .cart import MAX_LINE_QUANTITY, Cart, CartError
 from .models import Category, Product
-from .selectors import product_listing
+from .selectors import product_listing, search_text
 
 PRODUCTS_PER_PAGE = 12
 
@@ -22,9 +22,12 @@ class CartLineForm(forms.Form):
 
 
 def product_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:100]
+    query = search_text(request.GET.get("q"))
     categories = list(Category.objects.all())
-    category = next((c for c in categories if c.slug == request.GET.get("category")), None)
+    slug = search_text(request.GET.get("category"))
+    category = next((c for c in categories if c.slug == slug), None)
+    if slug and category is None:
+        raise Http404("No such category.")
     page = Paginator(product_listing(query=query, category=category), PRODUCTS_PER_PAGE).get_page(
         request.GET.get("page")
     )

@@ -9,6 +9,16 @@ from django.db import close_old_connections
 
 IN_CI = bool(os.environ.get("CI"))
 
+# The order workflow's steps, in order: the contract the API, the page and the admin show.
+WORKFLOW_STEPS = [
+    "charge_payment",
+    "create_shipment",
+    "send_confirmation_email",
+    "send_confirmation_sms",
+    "record_sales",
+    "confirm_order",
+]
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip when an optional service is missing on a laptop; in CI nothing skips."""

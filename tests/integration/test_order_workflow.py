@@ -11,7 +11,7 @@ from orders.models import DemoGatewayCharge, Order, Payment, Shipment
 from shop.models import Product
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, order_payload
 from tests.fakes.sms_gateway import Reply
-from tests.support import mailbox, wait_for
+from tests.support import WORKFLOW_STEPS, mailbox, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,14 +51,7 @@ def test_checkout_to_confirmed_sends_one_email_one_sms_and_records_sales(worker,
     assert sms[0].authorization == "Bearer test-key"
 
     steps = list(order.steps.all())
-    assert [s.name for s in steps] == [
-        "charge_payment",
-        "create_shipment",
-        "send_confirmation_email",
-        "send_confirmation_sms",
-        "record_sales",
-        "confirm_order",
-    ]
+    assert [s.name for s in steps] == WORKFLOW_STEPS
     assert all(s.state == states.SUCCESS and s.attempts == 1 and s.finished_at for s in steps)
     # Every step's task has its row in django-celery-results' table.
     results = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])

@@ -12,17 +12,9 @@ from orders.models import Order, OrderLine, Payment, WorkflowStep
 from orders.payments import InvalidCard
 from shop.models import Product
 from tests.factories import GOOD_CARD, make_product
+from tests.support import WORKFLOW_STEPS
 
 pytestmark = pytest.mark.django_db
-
-WORKFLOW_STEPS = [
-    "charge_payment",
-    "create_shipment",
-    "send_confirmation_email",
-    "send_confirmation_sms",
-    "record_sales",
-    "confirm_order",
-]
 
 
 @pytest.fixture(autouse=True)

@@ -44,11 +44,6 @@ def test_normalize_phone_rejects_numbers_that_are_not_international(raw):
     assert "international format" in excinfo.value.messages[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: E164 uses \\d, which matches any Unicode digit: after an ASCII first digit, Arabic-Indic or "
-    "full-width digits pass as 'E.164' and are stored on the order and sent to the SMS gateway",
-)
 @pytest.mark.parametrize(
     "raw",
     [
