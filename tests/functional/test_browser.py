@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from orders.models import Order
 from shop.models import Product
@@ -42,6 +43,8 @@ def browser_page(monkeypatch):
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         yield page
         browser.close()
+        # ORM calls made in here ran in Playwright's context, with their own connections.
+        connections.close_all()
 
 
 def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, live_server, worker, sms_gateway):
@@ -57,6 +60,7 @@ def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, 
     page.goto(live_server.url)
     expect(page.get_by_role("heading", name="All products")).to_be_visible()
     page.get_by_role("link", name="Tea").click()
+    page.screenshot(path=ARTIFACTS / "catalog.png", full_page=True)
     page.get_by_role("link", name="Jasmine Pearls").click()
     expect(page.get_by_text("€8.40")).to_be_visible()
     page.get_by_label("Quantity").fill("2")
