@@ -6,8 +6,13 @@ from .models import DemoGatewayCharge, Order, OrderLine, Payment, Shipment, Work
 
 
 class ReadOnlyInline(admin.TabularInline):
+    """Rows the workflow writes; the admin shows them and never edits them."""
+
     extra = 0
     can_delete = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

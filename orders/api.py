@@ -6,7 +6,8 @@ from django.shortcuts import get_object_or_404
 from shop.cart import MAX_LINE_QUANTITY
 from shop.jsonapi import ApiError, api_view, read_json_object
 
-from .checkout import CheckoutError, Customer, InsufficientStock, place_order
+from .checkout import Customer, place_order
+from .errors import CheckoutError, InsufficientStock
 from .forms import CheckoutForm
 from .models import Order
 from .selectors import order_status

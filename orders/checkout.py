@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import F
 
 from shop.cart import MAX_LINE_QUANTITY
 from shop.models import Product
 
+from . import stock
+from .errors import CheckoutError, UnknownProduct
 from .models import Order, OrderLine, Payment
 from .payments import get_gateway
 from .workflow import start_workflow
@@ -21,22 +22,6 @@ class Customer:
     name: str
     email: str
     phone: str
-
-
-class CheckoutError(Exception):
-    """The order cannot be placed as asked; the message is meant for the customer."""
-
-
-class UnknownProduct(CheckoutError):
-    def __init__(self, skus: Iterable[str]) -> None:
-        self.skus = sorted(skus)
-        super().__init__(f"Unknown or unavailable product: {', '.join(self.skus)}.")
-
-
-class InsufficientStock(CheckoutError):
-    def __init__(self, product: Product, requested: int, available: int) -> None:
-        self.sku, self.requested, self.available = product.sku, requested, available
-        super().__init__(f"Only {available} of {product.name} ({product.sku}) left; you asked for {requested}.")
 
 
 def place_order(
@@ -65,13 +50,7 @@ def place_order(
         by_sku = {product.sku: product for product in products}
         if missing := quantities.keys() - by_sku.keys():
             raise UnknownProduct(missing)
-        # Lock rows in primary-key order, the same order every checkout uses: no deadlocks.
-        for product in by_sku.values():
-            wanted = quantities[product.sku]
-            reserved = Product.objects.filter(pk=product.pk, stock__gte=wanted).update(stock=F("stock") - wanted)
-            if not reserved:
-                available = Product.objects.values_list("stock", flat=True).get(pk=product.pk)
-                raise InsufficientStock(product, wanted, available)
+        stock.reserve({product: quantities[product.sku] for product in by_sku.values()})
 
         total = sum((p.price * quantities[p.sku] for p in by_sku.values()), Decimal("0.00"))
         order = Order.objects.create(

@@ -4,19 +4,16 @@ import re
 
 from django import forms
 
+from .models import validate_e164
 from .payments import InvalidCard, normalize_card_number
 
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only
 _PHONE_SEPARATORS = re.compile(r"[\s().-]")
 
 
 def normalize_phone(value: str) -> str:
     """Accept '+44 20 7946 0958' or '+44 (20) 7946-0958'; return E.164: '+442079460958'."""
     phone = _PHONE_SEPARATORS.sub("", value)
-    if not E164.fullmatch(phone):
-        raise forms.ValidationError(
-            "Enter the phone number in international format: + and country code, e.g. +44 20 7946 0958."
-        )
+    validate_e164(phone)
     return phone
 
 

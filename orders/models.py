@@ -4,10 +4,16 @@ import secrets
 import uuid
 
 from celery import states
+from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 
 from shop.models import Product
+
+validate_e164 = RegexValidator(
+    r"\A\+[1-9][0-9]{6,14}\Z",  # ASCII digits only
+    "Enter the phone number in international format: + and country code, e.g. +44 20 7946 0958.",
+)
 
 _NUMBER_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 
@@ -33,7 +39,7 @@ class Order(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     customer_name = models.CharField(max_length=200)
     email = models.EmailField()
-    phone = models.CharField(max_length=16, help_text="E.164, e.g. +442079460958")
+    phone = models.CharField(max_length=16, validators=[validate_e164], help_text="E.164, e.g. +442079460958")
     shipping_address = models.TextField()
     total = models.DecimalField(max_digits=12, decimal_places=2)
     failure_reason = models.CharField(max_length=500, blank=True)

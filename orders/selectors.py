@@ -1,8 +1,27 @@
 """Read models of an order, shared by the order page and the JSON API."""
 
+from datetime import timedelta
+
+from django.db.models import Max, Q, QuerySet
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
+from django.utils import timezone
 
 from .models import Order
+
+
+def stuck_orders(minutes: int) -> QuerySet[Order]:
+    """Active orders whose workflow has not moved for `minutes`: nothing started or
+    finished since, by any step (including orders whose workflow was never sent)."""
+    cutoff = timezone.now() - timedelta(minutes=minutes)
+    last_move = Greatest(
+        Coalesce(Max("steps__finished_at"), "created_at"), Coalesce(Max("steps__started_at"), "created_at")
+    )
+    return (
+        Order.objects.filter(status__in=Order.ACTIVE_STATUSES, created_at__lt=cutoff)
+        .annotate(last_move=last_move)
+        .filter(Q(last_move__lt=cutoff))
+    )
 
 
 def order_status(order: Order) -> dict:

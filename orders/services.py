@@ -17,8 +17,8 @@ from django.utils import timezone
 from notifications import services as notifications
 from shop.models import Product
 
-from . import messages
-from .models import Order, OrderLine, Payment, Shipment, WorkflowStep
+from . import messages, stock
+from .models import Order, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def record_sales(order_id: str) -> bool:
         ).update(sales_recorded_at=timezone.now())
         if claimed:
             # Product order keeps row locks in one order across concurrent workflows.
-            for product_id, quantity in _line_quantities(order_id):
+            for product_id, quantity in stock.line_quantities(order_id):
                 Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") + quantity)
     return bool(claimed)
 
@@ -119,7 +119,7 @@ def fail_order(order_id: str) -> str:
         if order.status in Order.ACTIVE_STATUSES:
             order.status, order.failure_reason = _failure_outcome(order)
             order.save(update_fields=["status", "failure_reason", "updated_at"])
-            release_stock(order)
+            stock.release(order)
             unrecord_sales(order)
             Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
             logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
@@ -136,20 +136,11 @@ def fail_order(order_id: str) -> str:
     return order.status
 
 
-def release_stock(order: Order) -> bool:
-    """Put the order's reserved units back on sale, once (call inside a transaction)."""
-    claimed = Order.objects.filter(pk=order.pk, stock_released_at__isnull=True).update(stock_released_at=timezone.now())
-    if claimed:
-        for product_id, quantity in _line_quantities(order.pk):
-            Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
-    return bool(claimed)
-
-
 def unrecord_sales(order: Order) -> bool:
     """Take a stopped order's units back out of the sales statistics (call inside a transaction)."""
     claimed = Order.objects.filter(pk=order.pk, sales_recorded_at__isnull=False).update(sales_recorded_at=None)
     if claimed:
-        for product_id, quantity in _line_quantities(order.pk):
+        for product_id, quantity in stock.line_quantities(order.pk):
             Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") - quantity)
     return bool(claimed)
 
@@ -164,9 +155,3 @@ def _failure_outcome(order: Order) -> tuple[str, str]:
     if step is None:
         return Order.Status.FAILED, "a technical problem stopped the order."
     return Order.Status.FAILED, f"a technical problem stopped step {step.name}."
-
-
-def _line_quantities(order_id) -> list[tuple[int, int]]:
-    return list(
-        OrderLine.objects.filter(order_id=order_id).order_by("product_id").values_list("product_id", "quantity")
-    )

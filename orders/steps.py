@@ -68,7 +68,13 @@ class RetryingTask(Task):
         """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows."""
 
 
-class WorkflowStepTask(RetryingTask):
+class OrderTask(RetryingTask):
+    """A task whose first argument is an order id (the task history links it to the order)."""
+
+    order_argument = 0
+
+
+class WorkflowStepTask(OrderTask):
     """A step of the order workflow. Its name is the step's name; its one argument the order id.
 
     A step that already succeeded returns at once: a duplicate or redelivered

@@ -7,7 +7,7 @@ from celery import shared_task
 
 from . import services
 from .payments import PaymentDeclined
-from .steps import RetryingTask, WorkflowStepTask
+from .steps import OrderTask, WorkflowStepTask
 
 
 # A declined card is an expected outcome, logged without a traceback.
@@ -41,6 +41,6 @@ def confirm_order(order_id: str) -> bool:
     return services.confirm_order(order_id)
 
 
-@shared_task(base=RetryingTask)
+@shared_task(base=OrderTask)
 def handle_order_failure(order_id: str) -> str:
     return services.fail_order(order_id)

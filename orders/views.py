@@ -6,7 +6,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from shop.cart import Cart
 from shop.views import cart_detail
 
-from .checkout import CheckoutError, Customer, InsufficientStock, place_order
+from .checkout import Customer, place_order
+from .errors import CheckoutError, InsufficientStock
 from .forms import CheckoutForm
 from .models import Order
 from .selectors import order_status

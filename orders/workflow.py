@@ -11,14 +11,17 @@ order page, the API and the admin follow the workflow from the database.
 
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
-from celery import chain, chord
+from celery import chain, chord, states
 from celery.canvas import Signature
 from django.db import transaction
 
-from . import tasks
-from .models import Order, WorkflowStep
+from tasks_admin.history import RETRY_OF_HEADER
+
+from . import stock, tasks
+from .errors import WorkflowError
+from .models import Order, Shipment, WorkflowStep
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +42,19 @@ def create_steps(order: Order) -> list[WorkflowStep]:
     )
 
 
-def build_workflow(order_id: str, task_ids: dict[str, str], skip: Collection[str] = ()) -> Signature | None:
-    """The canvas for an order, leaving out the steps in `skip` (those that already succeeded)."""
+def build_workflow(
+    order_id: str, task_ids: dict[str, str], skip: Collection[str] = (), replaces: Mapping[str, str] | None = None
+) -> Signature | None:
+    """The canvas for an order, leaving out the steps in `skip` (those that already succeeded).
+
+    `replaces` maps a step to the task id it runs again: the task history links the two.
+    """
 
     def signature(task) -> Signature:
-        return task.si(order_id).set(task_id=task_ids[task.step])
+        sig = task.si(order_id).set(task_id=task_ids[task.step])
+        if replaces and task.step in replaces:
+            sig.set(headers={RETRY_OF_HEADER: replaces[task.step]})
+        return sig
 
     parts = [signature(task) for task in CHAIN if task.step not in skip]
     header = [signature(task) for task in CHORD_HEADER if task.step not in skip]
@@ -60,6 +71,41 @@ def start_workflow(order: Order) -> None:
     steps = create_steps(order)
     workflow = build_workflow(str(order.pk), {step.name: step.task_id for step in steps})
     transaction.on_commit(lambda: publish(order, workflow))
+
+
+def continue_workflow(order_id: str) -> list[str]:
+    """Send an order's workflow again from where it stopped; return the steps sent.
+
+    Steps that succeeded are not re-run. Each re-run step gets a new task id, linked
+    to the one it replaces. A failed order takes its stock off sale again first (and
+    is refused if the stock is gone); a cancelled or confirmed order cannot continue.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status == Order.Status.CONFIRMED:
+            raise WorkflowError(f"Order {order.number} is already confirmed.")
+        if order.status == Order.Status.CANCELLED:
+            raise WorkflowError(f"Order {order.number} was cancelled ({order.failure_reason}); it cannot continue.")
+        if order.status == Order.Status.FAILED:
+            stock.reserve_again(order)
+            order.status, order.failure_reason = Order.Status.PROCESSING, ""
+            order.save(update_fields=["status", "failure_reason", "updated_at"])
+            Shipment.objects.filter(order=order).update(status=Shipment.Status.READY)
+
+        steps = list(order.steps.all())
+        done = {step.name for step in steps if step.state == states.SUCCESS}
+        if order.sales_recorded_at is None:
+            done.discard("record_sales")  # the failure path took the sales back out
+        rerun = [step for step in steps if step.name not in done]
+        replaces = {step.name: step.task_id for step in rerun}
+        for step in rerun:
+            step.task_id, step.state, step.error = str(uuid.uuid4()), states.PENDING, ""
+            step.started_at = step.finished_at = None
+        WorkflowStep.objects.bulk_update(rerun, ["task_id", "state", "error", "started_at", "finished_at"])
+        workflow = build_workflow(str(order.pk), {step.name: step.task_id for step in steps}, done, replaces)
+        if workflow is not None:
+            transaction.on_commit(lambda: publish(order, workflow))
+    return [step.name for step in rerun]
 
 
 def publish(order: Order, workflow: Signature) -> bool:

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class TasksAdminConfig(AppConfig):
     name = "tasks_admin"
     verbose_name = "Task console"
+
+    def ready(self) -> None:
+        from . import history  # noqa: F401  (connects the task history signal handlers)

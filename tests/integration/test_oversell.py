@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connections
 
-from orders.checkout import Customer, InsufficientStock, place_order
+from orders.checkout import Customer, place_order
+from orders.errors import InsufficientStock
 from orders.models import Order
 from shop.models import Product
 from tests.factories import GOOD_CARD, make_product

@@ -7,7 +7,8 @@ from celery import states
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from orders.checkout import CheckoutError, Customer, InsufficientStock, UnknownProduct, place_order
+from orders.checkout import Customer, place_order
+from orders.errors import CheckoutError, InsufficientStock, UnknownProduct
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from orders.payments import InvalidCard
 from shop.models import Product

@@ -7,7 +7,7 @@ from celery import states
 from django.core import mail
 from django.db import transaction
 
-from orders import services, tasks
+from orders import services, stock, tasks
 from orders.checkout import Customer, place_order
 from orders.models import DemoGatewayCharge, Order, Payment, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
@@ -234,9 +234,9 @@ def test_release_stock_puts_the_reserved_units_back_on_sale_once():
     assert (stock_of(mug), stock_of(pot)) == (2, 0)
 
     with transaction.atomic():
-        assert services.release_stock(order) is True
+        assert stock.release(order) is True
     with transaction.atomic():
-        assert services.release_stock(order) is False
+        assert stock.release(order) is False
 
     assert (stock_of(mug), stock_of(pot)) == (6, 3)
 

@@ -1,0 +1,21 @@
+"""Errors of the order domain whose messages are meant for the person who asked."""
+
+
+class CheckoutError(Exception):
+    """The order cannot be placed as asked."""
+
+
+class UnknownProduct(CheckoutError):
+    def __init__(self, skus) -> None:
+        self.skus = sorted(skus)
+        super().__init__(f"Unknown or unavailable product: {', '.join(self.skus)}.")
+
+
+class InsufficientStock(CheckoutError):
+    def __init__(self, product, requested: int, available: int) -> None:
+        self.sku, self.requested, self.available = product.sku, requested, available
+        super().__init__(f"Only {available} of {product.name} ({product.sku}) left; you asked for {requested}.")
+
+
+class WorkflowError(Exception):
+    """The order's workflow cannot be changed as asked (e.g. continuing a confirmed order)."""

@@ -1,0 +1,184 @@
+"""Task history: each task is recorded when it is published and followed in the worker.
+
+Signal handlers, connected in every process that loads Django (web, worker, beat):
+publishing inserts a TaskRecord (state PENDING: queued); the worker marks it started,
+finished, failed or revoked. Recording is best effort: a database error is logged and
+never stops a task from being sent or run.
+"""
+
+import json
+import logging
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from celery import current_app, signals, states
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import loads as kombu_loads
+
+from .models import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+RETRY_OF_HEADER = "shop_retry_of"
+
+_started: dict[str, float] = {}  # task id → monotonic start, in the process running it
+
+
+def encode_arguments(value: Any) -> Any:
+    """Arguments as Celery's JSON serializer writes them (Decimal, datetime, UUID keep type markers)."""
+    return json.loads(kombu_dumps(value))
+
+
+def decode_arguments(value: Any) -> Any:
+    """The Python arguments back from `encode_arguments`, exactly."""
+    return kombu_loads(json.dumps(value))
+
+
+def _best_effort(write) -> None:
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: a failed write leaves the caller's transaction usable
+                write()
+        else:
+            write()
+    except DatabaseError:
+        logger.warning("Could not record task history", exc_info=True)
+
+
+def _datetime(value: str | datetime | None) -> datetime | None:
+    if not value or isinstance(value, datetime):
+        return value or None
+    return parse_datetime(value)
+
+
+def _order_id(task_name: str, args: tuple) -> uuid.UUID | None:
+    index = getattr(current_app.tasks.get(task_name), "order_argument", None)
+    if index is None or len(args) <= index:
+        return None
+    try:
+        return uuid.UUID(str(args[index]))
+    except ValueError:
+        return None
+
+
+@signals.before_task_publish.connect(dispatch_uid="tasks_admin.record_published")
+def record_published(sender: str, body, exchange: str, routing_key: str, headers: dict, properties: dict, **kw):
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        return  # task message protocol 1: not used by this project
+    args, kwargs, embed = body
+    task_id, retries = headers["id"], headers.get("retries") or 0
+    declare = kw.get("declare") or []
+    queue = declare[0].name if declare else routing_key
+    eta = _datetime(headers.get("eta"))
+
+    def write() -> None:
+        if retries:  # a retry re-publishes the same task id
+            TaskRecord.objects.filter(task_id=task_id).update(state=states.RETRY, retries=retries, eta=eta)
+            return
+        retry_of = headers.get(RETRY_OF_HEADER)
+        record = TaskRecord(
+            task_id=task_id,
+            task_name=sender,
+            args=encode_arguments(list(args)),
+            kwargs=encode_arguments(kwargs),
+            queue=queue or "",
+            exchange=exchange or "",
+            routing_key=routing_key or "",
+            priority=properties.get("priority"),
+            root_id=headers.get("root_id") or "",
+            parent_id=headers.get("parent_id") or "",
+            group_id=headers.get("group") or "",
+            chord_id=((embed or {}).get("chord") or {}).get("options", {}).get("task_id") or "",
+            eta=eta,
+            expires=_datetime(headers.get("expires")),
+            order_id=_order_id(sender, args),
+            periodic_task_name=headers.get("periodic_task_name") or "",
+            retry_of_id=TaskRecord.objects.filter(task_id=retry_of).values_list("pk", flat=True).first()
+            if retry_of
+            else None,
+            sent_at=timezone.now(),
+        )
+        TaskRecord.objects.bulk_create([record], ignore_conflicts=True)
+
+    _best_effort(write)
+
+
+@signals.task_prerun.connect(dispatch_uid="tasks_admin.record_started")
+def record_started(task_id: str, task, args, kwargs, **kw) -> None:
+    _started[task_id] = time.monotonic()
+    now = timezone.now()
+
+    def write() -> None:
+        fields = {
+            "state": states.STARTED,
+            "started_at": now,
+            "worker": task.request.hostname or "",
+            "finished_at": None,
+        }
+        if not TaskRecord.objects.filter(task_id=task_id).update(attempts=F("attempts") + 1, **fields):
+            # Sent by a process that does not record (another app, a shell): record it now.
+            request = task.request
+            TaskRecord.objects.bulk_create(
+                [
+                    TaskRecord(
+                        task_id=task_id,
+                        task_name=task.name,
+                        args=encode_arguments(list(args or ())),
+                        kwargs=encode_arguments(kwargs or {}),
+                        queue=(request.delivery_info or {}).get("routing_key") or "",
+                        root_id=request.root_id or "",
+                        parent_id=request.parent_id or "",
+                        group_id=request.group or "",
+                        order_id=_order_id(task.name, tuple(args or ())),
+                        sent_at=now,
+                        attempts=1,
+                        **fields,
+                    )
+                ],
+                ignore_conflicts=True,
+            )
+
+    _best_effort(write)
+
+
+@signals.task_postrun.connect(dispatch_uid="tasks_admin.record_finished")
+def record_finished(task_id: str, task, state: str | None = None, **kw) -> None:
+    started = _started.pop(task_id, None)
+    fields = {"state": state or states.SUCCESS, "finished_at": timezone.now()}
+    if started is not None:
+        fields["runtime"] = round(time.monotonic() - started, 6)
+    _best_effort(lambda: TaskRecord.objects.filter(task_id=task_id).update(**fields))
+
+
+@signals.task_failure.connect(dispatch_uid="tasks_admin.record_failure")
+def record_failure(sender, task_id: str, exception: BaseException, **kw) -> None:
+    """Also sent by the worker's main process when a child dies or hits the hard time limit."""
+    expected = isinstance(exception, tuple(getattr(sender, "throws", ()) or ()))
+    fields = {
+        "state": states.FAILURE,
+        "finished_at": timezone.now(),
+        "exception_type": type(exception).__name__,
+        "exception_message": str(exception)[:2000],
+        "expected_failure": expected,
+    }
+    _best_effort(lambda: TaskRecord.objects.filter(task_id=task_id).update(**fields))
+
+
+@signals.task_retry.connect(dispatch_uid="tasks_admin.record_retry")
+def record_retry(request, reason: BaseException, **kw) -> None:
+    error = getattr(reason, "exc", None) or reason  # Retry wraps the error that caused it
+    fields = {"exception_type": type(error).__name__, "exception_message": str(error)[:2000]}
+    _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))
+
+
+@signals.task_revoked.connect(dispatch_uid="tasks_admin.record_revoked")
+def record_revoked(request, terminated: bool = False, expired: bool = False, **kw) -> None:
+    message = "expired" if expired else ("terminated" if terminated else "revoked")
+    fields = {"state": states.REVOKED, "finished_at": timezone.now(), "exception_message": message}
+    _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))

@@ -1,0 +1,168 @@
+"""Task history, the audit trail of what staff did to tasks, and the beat scheduler's lock."""
+
+from celery import states
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+TASK_STATES = [
+    (states.PENDING, "queued"),
+    (states.STARTED, "running"),
+    (states.RETRY, "retry"),
+    (states.SUCCESS, "succeeded"),
+    (states.FAILURE, "failed"),
+    (states.REVOKED, "revoked"),
+]
+
+
+class TaskRecordQuerySet(models.QuerySet):
+    def dead_letters(self) -> "TaskRecordQuerySet":
+        """Failed for good and not yet dealt with: retries exhausted or a permanent error,
+        not an outcome the task declares (a declined card), not retried or resolved."""
+        return self.filter(state=states.FAILURE, expected_failure=False, resolved_at__isnull=True)
+
+
+class TaskRecord(models.Model):
+    """Every task the shop sends: captured when it is published, followed until it ends.
+
+    `args` and `kwargs` hold the arguments as Celery's JSON serializer encodes them,
+    type markers included, so a Decimal or a datetime is sent again exactly.
+    django-celery-results' TaskResult (same task_id) keeps the result and traceback.
+    """
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255)
+    state = models.CharField(max_length=16, choices=TASK_STATES, default=states.PENDING)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, blank=True)
+    exchange = models.CharField(max_length=100, blank=True)
+    routing_key = models.CharField(max_length=100, blank=True)
+    priority = models.PositiveSmallIntegerField(null=True, blank=True)
+    root_id = models.CharField(max_length=255, blank=True)
+    parent_id = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True)
+    chord_id = models.CharField("chord callback id", max_length=255, blank=True)
+    eta = models.DateTimeField(null=True, blank=True)
+    expires = models.DateTimeField(null=True, blank=True)
+    # No database constraint: recording a task must never fail because its order is gone.
+    order = models.ForeignKey(
+        "orders.Order",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="task_records",
+    )
+    periodic_task_name = models.CharField(max_length=200, blank=True)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_as")
+    sent_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    runtime = models.FloatField(null=True, blank=True, help_text="Seconds")
+    worker = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started it")
+    retries = models.PositiveIntegerField(default=0, help_text="Celery retries so far")
+    exception_type = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    # A failure the task declares as an outcome (Task.throws), e.g. a declined card:
+    # recorded, but not a dead letter.
+    expected_failure = models.BooleanField(default=False)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+
+    objects = TaskRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "task"
+        indexes = [
+            models.Index(fields=["state", "-id"], name="taskrecord_state"),
+            models.Index(fields=["task_name", "-id"], name="taskrecord_name"),
+            models.Index(fields=["queue", "-id"], name="taskrecord_queue"),
+            models.Index(fields=["sent_at"], name="taskrecord_sent_at"),
+            models.Index(fields=["finished_at"], name="taskrecord_finished_at"),
+            models.Index(fields=["root_id"], name="taskrecord_root"),
+            models.Index(fields=["parent_id"], name="taskrecord_parent"),
+            models.Index(fields=["periodic_task_name", "-id"], name="taskrecord_periodic"),
+            models.Index(
+                fields=["task_name", "exception_type"],
+                condition=Q(state=states.FAILURE, expected_failure=False, resolved_at__isnull=True),
+                name="taskrecord_dead_letters",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}]"
+
+
+class DeadLetterManager(models.Manager.from_queryset(TaskRecordQuerySet)):
+    def get_queryset(self) -> TaskRecordQuerySet:
+        return super().get_queryset().dead_letters()
+
+
+class DeadLetter(TaskRecord):
+    """Tasks that failed for good (retries exhausted or a permanent error) and wait for staff."""
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+
+
+class TaskAction(models.Model):
+    """The audit trail: who did what to which task, when and why."""
+
+    class Kind(models.TextChoices):
+        RETRY = "retry"
+        REVOKE = "revoke"
+        TERMINATE = "terminate"
+        CONTINUE_WORKFLOW = "continue_workflow", "continue workflow"
+        RESOLVE = "resolve"
+        RUN_PERIODIC = "run_periodic", "run periodic task"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    reason = models.TextField(blank=True)
+    task = models.ForeignKey(TaskRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    new_task_id = models.CharField(max_length=255, blank=True)
+    order = models.ForeignKey(
+        "orders.Order",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="task_actions",
+    )
+    periodic_task_name = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "audit record"
+        permissions = [
+            ("retry_task", "Can retry a failed or revoked task"),
+            ("revoke_task", "Can revoke a queued task"),
+            ("terminate_task", "Can terminate a running task"),
+            ("continue_workflow", "Can continue an order's workflow"),
+            ("resolve_deadletter", "Can resolve a dead letter"),
+            ("run_periodic_task", "Can run a periodic task now"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.user} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class SchedulerLock(models.Model):
+    """A lease that lets exactly one `celery beat` dispatch; another takes over when it lapses."""
+
+    name = models.CharField(max_length=100, unique=True)
+    owner = models.CharField(max_length=255)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.owner} until {self.expires_at}"
