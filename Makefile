@@ -17,6 +17,7 @@ setup: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo_catalog
 	$(BIN)/python manage.py create_demo_admin
+	$(BIN)/python manage.py setup_periodic_tasks
 
 # Web, worker, beat and the embedded Redis, with prefixed logs; Ctrl-C stops them all.
 run: setup

@@ -30,6 +30,13 @@ def send_sms(*, key: str, to: str, body: str, order_id: str | None = None) -> No
     return _deliver(notification, lambda: get_sms_provider().send(to=to, body=body, idempotency_key=key))
 
 
+def reopen_failed(order_id: str) -> int:
+    """Let an order's refused messages be tried again (staff continue its workflow after a fix)."""
+    return Notification.objects.filter(order_id=order_id, status=Notification.Status.FAILED).update(
+        status=Notification.Status.PENDING
+    )
+
+
 def _record(key: str, channel: str, recipient: str, body: str, **fields) -> Notification:
     notification, _ = Notification.objects.get_or_create(
         idempotency_key=key, defaults={"channel": channel, "recipient": recipient, "body": body, **fields}

@@ -1,8 +1,17 @@
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 
 from notifications.models import Notification
+from tasks_admin import services as task_console
+from tasks_admin.graph import order_graph, render_svg
 
-from .models import DemoGatewayCharge, Order, OrderLine, Payment, Shipment, WorkflowStep
+from .errors import CheckoutError, WorkflowError
+from .models import DemoGatewayCharge, Order, OrderLine, Payment, SalesReport, Shipment, WorkflowStep
+from .selectors import stuck_orders
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -47,10 +56,23 @@ class NotificationInline(ReadOnlyInline):
     fields = ("channel", "recipient", "status", "attempts", "sent_at", "error")
 
 
+class WorkflowFilter(admin.SimpleListFilter):
+    title = "workflow"
+    parameter_name = "workflow"
+
+    def lookups(self, request, model_admin):
+        return [("stuck", f"stuck (no progress for {settings.STUCK_WORKFLOW_MINUTES} min)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "stuck":
+            return queryset.filter(pk__in=stuck_orders(settings.STUCK_WORKFLOW_MINUTES).values("pk"))
+        return queryset
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ("number", "customer_name", "email", "total", "status", "created_at", "updated_at")
-    list_filter = ("status", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", WorkflowFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=number", "email", "customer_name")
     readonly_fields = (
         "number",
@@ -71,9 +93,43 @@ class OrderAdmin(admin.ModelAdmin):
     )
     inlines = (OrderLineInline, WorkflowStepInline, PaymentInline, ShipmentInline, NotificationInline)
     show_full_result_count = False
+    change_form_template = "admin/orders/order/change_form.html"
 
     def has_add_permission(self, request) -> bool:
         return False  # orders are placed through checkout, which reserves stock and starts the workflow
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.continue_workflow_view)
+        return [path("<path:object_id>/continue/", view, name="orders_order_continue")] + super().get_urls()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        order = self.get_object(request, object_id)
+        extra = {
+            "workflow_graph": render_svg(order_graph(order)) if order else None,
+            "can_continue": order is not None
+            and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLED)
+            and request.user.has_perm("tasks_admin.continue_workflow"),
+        }
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def continue_workflow_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Re-run the order's failed (or never run) steps and the rest of its canvas."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("tasks_admin.continue_workflow"):
+            raise PermissionDenied
+        order = get_object_or_404(Order, pk=object_id)
+        try:
+            steps = task_console.continue_workflow(
+                order, user=request.user, reason=request.POST.get("reason", "")[:500]
+            )
+        except (WorkflowError, CheckoutError) as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request, f"Continued the workflow of {order.number}: {', '.join(steps) or 'nothing to run'}."
+            )
+        return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
 
 
 @admin.register(DemoGatewayCharge)
@@ -85,4 +141,21 @@ class DemoGatewayChargeAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SalesReport)
+class SalesReportAdmin(admin.ModelAdmin):
+    """Written by the daily sales report job (orders/reports.py); read-only here."""
+
+    list_display = ("day", "orders", "units", "revenue", "generated_at")
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -43,6 +43,10 @@ def failure_email(order: Order) -> EmailContent:
     return _email("failed", f"A problem with your order {order.number}", order)
 
 
+def stale_cancellation_email(order: Order) -> EmailContent:
+    return _email("stale_cancelled", f"Your order {order.number} was cancelled", order)
+
+
 def confirmation_sms(order: Order) -> str:
     return (
         f"{settings.SHOP_NAME}: thank you! Order {order.number} ({order.total} EUR) is confirmed. "

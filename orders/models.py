@@ -169,3 +169,21 @@ class DemoGatewayCharge(models.Model):
 
     def __str__(self) -> str:
         return self.reference
+
+
+class SalesReport(models.Model):
+    """One day's confirmed orders, added up by a chord over chunks of them (orders/reports.py)."""
+
+    day = models.DateField(unique=True, help_text="UTC day the orders were placed")
+    orders = models.PositiveIntegerField()
+    units = models.PositiveIntegerField()
+    revenue = models.DecimalField(max_digits=14, decimal_places=2)
+    top_products = models.JSONField(default=list, blank=True, help_text='[{"sku", "name", "units"}], most sold first')
+    generated_at = models.DateTimeField()
+    task_id = models.CharField(max_length=255, blank=True, help_text="The task that stored it")
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"Sales on {self.day}"

@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from notifications import services as notifications
+from notifications.models import Notification
 from shop.models import Product
 
 from . import messages, stock
@@ -114,19 +115,23 @@ def fail_order(order_id: str) -> str:
     the payment, if taken, stays for staff to continue the workflow or refund.
     Returns the order's status.
     """
+    key = f"order:{order_id}:failure:email"
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status in Order.ACTIVE_STATUSES:
+        stopped_here = order.status in Order.ACTIVE_STATUSES
+        if stopped_here:
             order.status, order.failure_reason = _failure_outcome(order)
             order.save(update_fields=["status", "failure_reason", "updated_at"])
             stock.release(order)
             unrecord_sales(order)
             Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
             logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
-    if order.status in (Order.Status.CANCELLED, Order.Status.FAILED):
+    # Tell the customer if this stopped the order, or an earlier run that stopped it could
+    # not send yet (a retry); not when the order was stopped otherwise (e.g. stale-cancelled).
+    if stopped_here or Notification.objects.filter(idempotency_key=key).exists():
         content = messages.failure_email(order)
         notifications.send_email(
-            key=f"order:{order.pk}:failure:email",
+            key=key,
             to=order.email,
             subject=content.subject,
             body=content.body,

@@ -17,6 +17,7 @@ from celery import chain, chord, states
 from celery.canvas import Signature
 from django.db import transaction
 
+from notifications import services as notifications
 from tasks_admin.history import RETRY_OF_HEADER
 
 from . import stock, tasks
@@ -77,8 +78,9 @@ def continue_workflow(order_id: str) -> list[str]:
     """Send an order's workflow again from where it stopped; return the steps sent.
 
     Steps that succeeded are not re-run. Each re-run step gets a new task id, linked
-    to the one it replaces. A failed order takes its stock off sale again first (and
-    is refused if the stock is gone); a cancelled or confirmed order cannot continue.
+    to the one it replaces, and messages the provider refused may be tried again. A
+    failed order takes its stock off sale again first (and is refused if the stock is
+    gone); a cancelled or confirmed order cannot continue.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
@@ -92,6 +94,7 @@ def continue_workflow(order_id: str) -> list[str]:
             order.save(update_fields=["status", "failure_reason", "updated_at"])
             Shipment.objects.filter(order=order).update(status=Shipment.Status.READY)
 
+        notifications.reopen_failed(order.pk)
         steps = list(order.steps.all())
         done = {step.name for step in steps if step.state == states.SUCCESS}
         if order.sales_recorded_at is None:
@@ -110,7 +113,8 @@ def continue_workflow(order_id: str) -> list[str]:
 
 def publish(order: Order, workflow: Signature) -> bool:
     """Send the workflow to the broker. A broker outage must not fail the checkout that
-    called this: the order is kept, stays pending, and the failure is logged."""
+    called this: the order is kept and stays pending until the stuck-workflow recovery
+    job (orders/maintenance.py) sends it."""
     try:
         workflow.apply_async()
     except Exception:

@@ -2,7 +2,7 @@
 
 from kombu import Queue
 
-from .env import env_int, env_str, var_path
+from .env import env_int, env_list, env_str, var_path
 
 # The embedded default is the Redis server that `make run` starts on a unix socket
 # under var/ (nothing listens on the network). Production: redis://host:6379/0 or
@@ -19,7 +19,11 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
-CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_DAYS", 7) * 24 * 3600
+# No expiry through Celery: its built-in `celery.backend_cleanup` (which beat would
+# schedule) deletes every expired result in one transaction. tasks_admin/cleanup.py
+# deletes results and task history older than TASK_HISTORY_DAYS in batches instead.
+CELERY_RESULT_EXPIRES = None
+TASK_HISTORY_DAYS = env_int("TASK_HISTORY_DAYS", 7)
 
 # At-least-once: a message is acknowledged only after its task returns, so a worker
 # that dies mid-task leaves it to be delivered again. Every task is idempotent for this.
@@ -61,5 +65,16 @@ CELERY_TASK_ROUTES = {
 # future default; the callback is idempotent, so being called again by the chord is harmless.)
 CELERY_TASK_ALLOW_ERROR_CB_ON_CHORD_HEADER = True
 
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Extra task modules for workers to load, besides every app's tasks.py (comma-separated).
+CELERY_IMPORTS = env_list("CELERY_EXTRA_IMPORTS")
+
+# django-celery-beat's DatabaseScheduler (schedules edited in the admin), dispatching only
+# while it holds a lease in the database: start a beat on two hosts and one of them
+# stands by, taking over BEAT_LOCK_SECONDS after the other stops renewing it.
+CELERY_BEAT_SCHEDULER = "tasks_admin.beat:SingletonDatabaseScheduler"
+BEAT_LOCK_SECONDS = env_int("BEAT_LOCK_SECONDS", 30)
+# Save each entry's last_run_at right after it is sent (not every 3 minutes), so a beat
+# taking over does not send again what the previous one already sent.
+CELERY_BEAT_SYNC_EVERY = 1
+
 CELERY_TIMEZONE = "UTC"

@@ -1,4 +1,4 @@
-"""The shop's own settings: payment gateway, e-mail, SMS and retry policy."""
+"""The shop's own settings: payment gateway, e-mail, SMS, retry policy and periodic jobs."""
 
 from .env import env_bool, env_float, env_int, env_list, env_str, var_path
 
@@ -38,3 +38,11 @@ SMS_SENDER = env_str("SMS_SENDER", "CeleryShop")
 TASK_RETRY_BACKOFF = env_float("TASK_RETRY_BACKOFF", 2.0)
 TASK_RETRY_BACKOFF_MAX = env_float("TASK_RETRY_BACKOFF_MAX", 300.0)
 TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)
+
+# Periodic jobs (schedules: tasks_admin/periodic.py). Unpaid orders older than
+# STALE_ORDER_MINUTES are cancelled and their stock released; active orders whose
+# workflow has not moved for STUCK_WORKFLOW_MINUTES are sent again; staff get one
+# e-mail a day per set of active products with LOW_STOCK_THRESHOLD units or fewer.
+STALE_ORDER_MINUTES = env_int("STALE_ORDER_MINUTES", 60)
+STUCK_WORKFLOW_MINUTES = env_int("STUCK_WORKFLOW_MINUTES", 10)
+LOW_STOCK_THRESHOLD = env_int("LOW_STOCK_THRESHOLD", 5)

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from orders import api as orders_api
 from orders import views as orders_views
+from tasks_admin.dashboard import dashboard_view
 
 from . import api, views
 
@@ -41,6 +42,7 @@ urlpatterns = [
     path("", include(storefront)),
     path("", include(orders)),
     path("api/", include(json_api)),
+    path("admin/tasks/dashboard/", admin.site.admin_view(dashboard_view), name="tasks_dashboard"),
     path("admin/", admin.site.urls),
 ]
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app, signals, states
@@ -150,7 +150,9 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
 @signals.task_postrun.connect(dispatch_uid="tasks_admin.record_finished")
 def record_finished(task_id: str, task, state: str | None = None, **kw) -> None:
     started = _started.pop(task_id, None)
-    fields = {"state": state or states.SUCCESS, "finished_at": timezone.now()}
+    fields = {"finished_at": timezone.now()}
+    if state:  # None when the run was cut short (terminated): the revoke handler says how it ended
+        fields["state"] = state
     if started is not None:
         fields["runtime"] = round(time.monotonic() - started, 6)
     _best_effort(lambda: TaskRecord.objects.filter(task_id=task_id).update(**fields))
@@ -175,6 +177,23 @@ def record_retry(request, reason: BaseException, **kw) -> None:
     error = getattr(reason, "exc", None) or reason  # Retry wraps the error that caused it
     fields = {"exception_type": type(error).__name__, "exception_message": str(error)[:2000]}
     _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))
+
+
+@signals.worker_ready.connect(dispatch_uid="tasks_admin.restore_revoked")
+def restore_revoked(sender=None, **kw) -> None:
+    """Celery keeps revokes in the memory of the workers that were online: a worker that
+    starts later would run a task staff revoked. Teach it the recent ones from the history."""
+    from celery.worker.state import revoked
+
+    since = timezone.now() - timedelta(days=1)
+    try:
+        revoked.update(
+            TaskRecord.objects.filter(state=states.REVOKED, started_at__isnull=True, sent_at__gte=since)
+            .order_by("-id")
+            .values_list("task_id", flat=True)[:10_000]
+        )
+    except DatabaseError:
+        logger.warning("Could not load revoked tasks from the history", exc_info=True)
 
 
 @signals.task_revoked.connect(dispatch_uid="tasks_admin.record_revoked")

@@ -43,8 +43,16 @@ def mail_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fake_tasks_dir(tmp_path_factory) -> Path:
+    """Where tests/fakes/tasks.py tasks write what they received (shared with the worker)."""
+    path = tmp_path_factory.mktemp("fake-tasks")
+    os.environ["FAKE_TASKS_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def worker_process(
-    django_db_setup, django_db_blocker, broker_url, sms_gateway, mail_dir, tmp_path_factory
+    django_db_setup, django_db_blocker, broker_url, sms_gateway, mail_dir, fake_tasks_dir, tmp_path_factory
 ) -> Iterator[WorkerProcess]:
     with django_db_blocker.unblock():
         database_url = test_database_url()
@@ -61,6 +69,8 @@ def worker_process(
         # Fast retries: the policy is the same, the seconds are shorter.
         "TASK_RETRY_BACKOFF": "0.1",
         "TASK_RETRY_BACKOFF_MAX": "0.5",
+        "CELERY_EXTRA_IMPORTS": "tests.fakes.tasks",
+        "FAKE_TASKS_DIR": str(fake_tasks_dir),
     }
     worker = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield worker

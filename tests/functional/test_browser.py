@@ -40,7 +40,7 @@ def browser_page(monkeypatch):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
         yield page
         browser.close()
         # ORM calls made in here ran in Playwright's context, with their own connections.

@@ -1,0 +1,13 @@
+"""The catalog's periodic jobs (schedules: tasks_admin/periodic.py)."""
+
+from celery import shared_task
+
+from orders.steps import RetryingTask
+
+from . import stock_alerts
+
+
+@shared_task(base=RetryingTask)
+def send_low_stock_alert() -> int:
+    """Hourly: staff hear about products running out, once a day per set of products."""
+    return stock_alerts.send_low_stock_alert()

@@ -1,0 +1,466 @@
+"""The task console: task history, dead letters and the audit trail in the Django admin.
+
+Built to stay fast over millions of rows: no full COUNT(*) (a capped count instead),
+filters with fixed choices (no SELECT DISTINCT over the table), searches that hit an
+index (task id, root id, order number, registered task names), denormalised columns.
+"""
+
+import json
+from functools import cached_property
+
+from celery import current_app, states
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django_celery_results.models import TaskResult
+
+from . import services
+from .graph import canvas_graph, order_graph, render_svg
+from .models import TASK_STATES, DeadLetter, TaskAction, TaskRecord
+
+STATE_COLOURS = {
+    states.PENDING: "#9aa5b1",
+    states.STARTED: "#e0a800",
+    states.RETRY: "#e8590c",
+    states.SUCCESS: "#2f9e44",
+    states.FAILURE: "#e03131",
+    states.REVOKED: "#495057",
+}
+STATE_LABELS = dict(TASK_STATES)
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows: a full COUNT(*) over a million rows is what makes the stock admin slow."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
+def shop_task_names() -> list[str]:
+    return sorted(name for name in current_app.tasks if not name.startswith("celery."))
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return TASK_STATES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(state=self.value()) if self.value() else queryset
+
+
+class TaskNameFilter(admin.SimpleListFilter):
+    title = "task"
+    parameter_name = "task"
+
+    def lookups(self, request, model_admin):
+        return [(name, name.rpartition(".")[2]) for name in shop_task_names()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+
+class QueueFilter(admin.SimpleListFilter):
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return [(queue.name, queue.name) for queue in settings.CELERY_TASK_QUEUES]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class ReasonActionForm(helpers.ActionForm):
+    reason = forms.CharField(required=False, label="Reason / note", max_length=500)
+
+
+class TaskConsoleMixin:
+    """Permissions, row buttons and POST-only action views shared by task history and dead letters."""
+
+    action_form = ReasonActionForm
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice over the whole table
+    show_full_result_count = False
+    list_per_page = 50
+    list_select_related = ("order",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tasks_admin.retry_task")
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tasks_admin.revoke_task")
+
+    def has_terminate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tasks_admin.terminate_task")
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tasks_admin.resolve_deadletter")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/retry/", view(self.retry_view), name="tasks_admin_task_retry"),
+            path("<path:object_id>/revoke/", view(self.revoke_view), name="tasks_admin_task_revoke"),
+            path("<path:object_id>/terminate/", view(self.terminate_view), name="tasks_admin_task_terminate"),
+            path("<path:object_id>/resolve/", view(self.resolve_view), name="tasks_admin_task_resolve"),
+        ] + super().get_urls()
+
+    # Columns
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, record: TaskRecord) -> str:
+        return format_html(
+            '<span class="task-state" style="background:{};color:#fff;padding:2px 8px;border-radius:10px;'
+            'font-size:11px;white-space:nowrap">{}</span>',
+            STATE_COLOURS.get(record.state, "#9aa5b1"),
+            STATE_LABELS.get(record.state, record.state),
+        )
+
+    @admin.display(description="task", ordering="task_name")
+    def task(self, record: TaskRecord) -> str:
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            reverse("admin:tasks_admin_taskrecord_change", args=[record.pk]),
+            record.task_name,
+            record.task_name.rpartition(".")[2],
+        )
+
+    @admin.display(description="order")
+    def order_link(self, record: TaskRecord) -> str:
+        if not record.order_id or record.order is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[record.order_id]), record.order.number
+        )
+
+    @staticmethod
+    def _time(value) -> str:
+        """Compact in the list (time only for today); the full timestamp on hover."""
+        if value is None:
+            return "—"
+        local = timezone.localtime(value)
+        short = local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%b %d %H:%M")
+        return format_html('<span title="{}">{}</span>', local.isoformat(sep=" ", timespec="milliseconds"), short)
+
+    @admin.display(description="sent", ordering="sent_at")
+    def sent(self, record: TaskRecord) -> str:
+        return self._time(record.sent_at)
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, record: TaskRecord) -> str:
+        return self._time(record.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, record: TaskRecord) -> str:
+        return self._time(record.finished_at)
+
+    @admin.display(description="runtime", ordering="runtime")
+    def runtime_display(self, record: TaskRecord) -> str:
+        if record.runtime is None:
+            return "—"
+        return f"{record.runtime:.2f} s" if record.runtime >= 0.01 else f"{record.runtime * 1000:.1f} ms"
+
+    @admin.display(description="")
+    def row_actions(self, record: TaskRecord) -> str:
+        buttons = []
+        for action, allowed in self._allowed_actions(record).items():
+            if allowed:
+                buttons.append(
+                    format_html(
+                        '<button type="submit" class="button task-{}" formaction="{}" formmethod="post" '
+                        'style="padding:3px 8px">{}</button>',
+                        action,
+                        reverse(f"admin:tasks_admin_task_{action}", args=[record.pk]),
+                        action.capitalize(),
+                    )
+                )
+        return format_html("".join(["{}"] * len(buttons)), *buttons) if buttons else ""
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        self._request = request  # the row buttons depend on the user's permissions
+        return super().changelist_view(request, extra_context)
+
+    def _allowed_actions(self, record: TaskRecord, request: HttpRequest | None = None) -> dict[str, bool]:
+        request = request or self._request
+        return {
+            "retry": record.state in services.RETRYABLE_STATES and self.has_retry_permission(request),
+            "revoke": record.state in services.REVOCABLE_STATES and self.has_revoke_permission(request),
+            "terminate": record.state == states.STARTED and self.has_terminate_permission(request),
+        }
+
+    # Single-task actions: POST only, CSRF-checked by admin_view, permission-checked here.
+
+    def _act(self, request: HttpRequest, object_id: str, allowed: bool, act) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not allowed:
+            raise PermissionDenied
+        record = get_object_or_404(TaskRecord, pk=object_id)
+        try:
+            target = act(record, request.POST.get("reason", "").strip()[:500])
+        except services.ActionRefused as exc:
+            messages.error(request, str(exc))
+            target = record
+        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[target.pk]))
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def act(record: TaskRecord, reason: str) -> TaskRecord:
+            task_id = services.retry_task(record, user=request.user, reason=reason)
+            messages.success(request, f"Sent {record.task_name} again as task {task_id}.")
+            return TaskRecord.objects.filter(task_id=task_id).first() or record
+
+        return self._act(request, object_id, self.has_retry_permission(request), act)
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def act(record: TaskRecord, reason: str) -> TaskRecord:
+            services.revoke_task(record, user=request.user, reason=reason)
+            messages.success(request, f"Revoked task {record.task_id}.")
+            return record
+
+        return self._act(request, object_id, self.has_revoke_permission(request), act)
+
+    def terminate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def act(record: TaskRecord, reason: str) -> TaskRecord:
+            services.revoke_task(record, user=request.user, terminate=True, reason=reason)
+            messages.success(request, f"Asked the workers to terminate task {record.task_id}.")
+            return record
+
+        return self._act(request, object_id, self.has_terminate_permission(request), act)
+
+    def resolve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def act(record: TaskRecord, note: str) -> TaskRecord:
+            if not note:
+                raise services.ActionRefused("Say how it was resolved: the note is required.")
+            services.resolve_dead_letter(record, user=request.user, note=note)
+            messages.success(request, "Marked as resolved.")
+            return record
+
+        return self._act(request, object_id, self.has_resolve_permission(request), act)
+
+    # Bulk actions
+
+    def _bulk(self, request: HttpRequest, queryset, act, verb: str) -> None:
+        reason = request.POST.get("reason", "").strip()[:500]
+        done, refused = 0, []
+        for record in queryset.select_related(None)[:500]:
+            try:
+                act(record, reason)
+                done += 1
+            except services.ActionRefused as exc:
+                refused.append(f"{record.task_id}: {exc}")
+        if done:
+            messages.success(request, f"{verb} {done} task{'s' if done != 1 else ''}.")
+        for message in refused[:10]:
+            messages.warning(request, message)
+
+    @admin.action(permissions=["retry"], description="Retry selected tasks (same arguments and queue)")
+    def retry_selected(self, request: HttpRequest, queryset) -> None:
+        self._bulk(request, queryset, lambda r, why: services.retry_task(r, user=request.user, reason=why), "Retried")
+
+    @admin.action(permissions=["revoke"], description="Revoke selected queued tasks")
+    def revoke_selected(self, request: HttpRequest, queryset) -> None:
+        self._bulk(request, queryset, lambda r, why: services.revoke_task(r, user=request.user, reason=why), "Revoked")
+
+    @admin.action(permissions=["terminate"], description="Terminate selected running tasks")
+    def terminate_selected(self, request: HttpRequest, queryset) -> None:
+        self._bulk(
+            request,
+            queryset,
+            lambda r, why: services.revoke_task(r, user=request.user, terminate=True, reason=why),
+            "Asked to terminate",
+        )
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
+    list_display = (
+        "state_badge",
+        "task",
+        "order_link",
+        "queue",
+        "worker",
+        "runtime_display",
+        "attempts",
+        "sent",
+        "started",
+        "finished",
+        "row_actions",
+    )
+    list_filter = (
+        StateFilter,
+        TaskNameFilter,
+        QueueFilter,
+        ("sent_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("task_id",)  # the search box; get_search_results does the real work
+    search_help_text = "A task id (or a workflow's root id), an order number (SO-…), or a task's name."
+    actions = ("retry_selected", "revoke_selected", "terminate_selected")
+
+    def get_search_results(self, request, queryset, search_term: str):
+        term = search_term.strip().replace("\x00", "")
+        if not term:
+            return queryset, False
+        if term.upper().startswith("SO-"):
+            return queryset.filter(order__number=term.upper()), False
+        names = [name for name in shop_task_names() if term.lower() in name.lower()]
+        if names:
+            return queryset.filter(task_name__in=names), False
+        return queryset.filter(Q(task_id=term) | Q(root_id=term)), False
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        record = get_object_or_404(TaskRecord.objects.select_related("order", "retry_of", "resolved_by"), pk=object_id)
+        if not self.has_view_permission(request, record):
+            raise PermissionDenied
+        return TemplateResponse(request, "admin/tasks_admin/taskrecord/detail.html", self._detail(request, record))
+
+    def _detail(self, request: HttpRequest, record: TaskRecord) -> dict:
+        related = TaskRecord.objects.only("id", "task_id", "task_name", "state")
+        graph = order_graph(record.order) if record.order_id and record.order else canvas_graph(record.root_id)
+        allowed = self._allowed_actions(record, request)
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{record.task_name.rpartition('.')[2]} · {record.task_id}",
+            "record": record,
+            "state_label": STATE_LABELS.get(record.state, record.state),
+            "state_colour": STATE_COLOURS.get(record.state),
+            "args_json": json.dumps(record.args, indent=2, ensure_ascii=False),
+            "kwargs_json": json.dumps(record.kwargs, indent=2, ensure_ascii=False),
+            "result": TaskResult.objects.filter(task_id=record.task_id).first(),
+            "parent": related.filter(task_id=record.parent_id).first() if record.parent_id else None,
+            "root": related.filter(task_id=record.root_id).exclude(pk=record.pk).first() if record.root_id else None,
+            "chord_callback": related.filter(task_id=record.chord_id).first() if record.chord_id else None,
+            "children": list(related.filter(parent_id=record.task_id).exclude(pk=record.pk)[:50]),
+            "retried_as": list(record.retried_as.all()[:20]),
+            "graph": render_svg(graph, highlight=record.task_id) if graph else None,
+            "audit": list(record.actions.select_related("user")[:20]),
+            "can_retry": allowed["retry"],
+            "can_revoke": allowed["revoke"],
+            "can_terminate": allowed["terminate"],
+            "can_resolve": record.state == states.FAILURE
+            and not record.resolved_at
+            and self.has_resolve_permission(request),
+        }
+
+
+class DeadLetterTaskFilter(admin.SimpleListFilter):
+    title = "task"
+    parameter_name = "task"
+
+    def lookups(self, request, model_admin):
+        names = DeadLetter.objects.order_by().values_list("task_name", flat=True).distinct()
+        return [(name, name.rpartition(".")[2]) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+
+class ErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "error"
+
+    def lookups(self, request, model_admin):
+        errors = DeadLetter.objects.order_by().values_list("exception_type", flat=True).distinct()
+        return [(error, error or "(none recorded)") for error in sorted(errors)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(exception_type=self.value()) if self.value() is not None else queryset
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
+    list_display = ("task", "exception_type", "error_message", "order_link", "finished", "attempts", "row_actions")
+    list_filter = (DeadLetterTaskFilter, ErrorFilter)
+    actions = ("requeue_selected", "resolve_selected")
+    change_list_template = "admin/tasks_admin/deadletter/change_list.html"
+
+    @admin.display(description="message")
+    def error_message(self, record: TaskRecord) -> str:
+        return (
+            (record.exception_message[:140] + "…") if len(record.exception_message) > 140 else record.exception_message
+        )
+
+    def _allowed_actions(self, record: TaskRecord, request: HttpRequest | None = None) -> dict[str, bool]:
+        request = request or self._request
+        return {"retry": self.has_retry_permission(request)}
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        groups = (
+            DeadLetter.objects.order_by()
+            .values("task_name", "exception_type")
+            .annotate(count=Count("id"))
+            .order_by("-count")[:20]
+        )
+        return super().changelist_view(request, {"groups": groups, **(extra_context or {})})
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[object_id]))
+
+    @admin.action(permissions=["retry"], description="Requeue selected (retry with the same arguments, audited)")
+    def requeue_selected(self, request: HttpRequest, queryset) -> None:
+        self._bulk(request, queryset, lambda r, why: services.retry_task(r, user=request.user, reason=why), "Requeued")
+
+    @admin.action(permissions=["resolve"], description="Resolve selected with the note")
+    def resolve_selected(self, request: HttpRequest, queryset) -> None:
+        if not request.POST.get("reason", "").strip():
+            messages.error(request, "Write a note saying how they were resolved, then resolve.")
+            return
+        self._bulk(
+            request,
+            queryset,
+            lambda r, note: services.resolve_dead_letter(r, user=request.user, note=note),
+            "Resolved",
+        )
+
+
+@admin.register(TaskAction)
+class TaskActionAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "user", "task_link", "order", "periodic_task_name", "reason")
+    list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("user", "task", "order")
+    search_fields = ("=new_task_id", "=task__task_id", "=order__number", "user__username")
+
+    @admin.display(description="task")
+    def task_link(self, action: TaskAction) -> str:
+        if action.task_id is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:tasks_admin_taskrecord_change", args=[action.task_id]),
+            action.task.task_name.rpartition(".")[2],
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

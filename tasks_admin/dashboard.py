@@ -1,0 +1,53 @@
+"""The task console's dashboard: throughput, per-task health, the broker's queues and the workers online."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from shop.celery import app as celery_app
+
+from . import charts, metrics
+
+REFRESH_SECONDS = 15
+
+
+def dashboard_view(request: HttpRequest) -> TemplateResponse:
+    """Read-only, so viewing the task history is the permission it takes (admin_view has checked staff)."""
+    if not request.user.has_perm("tasks_admin.view_taskrecord"):
+        raise PermissionDenied
+    now = timezone.now()
+    stuck_minutes = settings.STUCK_WORKFLOW_MINUTES
+    hour_step, day_step = timedelta(minutes=1), timedelta(minutes=15)
+    hour = metrics.throughput(now=now, span=timedelta(hours=1), step=hour_step)
+    day = metrics.throughput(now=now, span=timedelta(days=1), step=day_step)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Task dashboard",
+        "refresh_seconds": REFRESH_SECONDS,
+        "hour_totals": metrics.totals(hour),
+        "day_totals": metrics.totals(day),
+        "hour_chart": charts.throughput_chart(
+            hour, step=hour_step, chart_id="hour", title="Tasks per minute over the last hour"
+        ),
+        "day_chart": charts.throughput_chart(
+            day, step=day_step, chart_id="day", title="Tasks per minute over the last day, averaged per 15 minutes"
+        ),
+        "task_stats": metrics.task_stats(since=now - timedelta(days=1), until=now),
+        "runtime_sample": metrics.RUNTIME_SAMPLE,
+        "broker": metrics.read_broker(celery_app),
+        "broker_timeout": metrics.BROKER_TIMEOUT,
+        "dead_letters": metrics.dead_letter_count(),
+        "stuck_orders": metrics.stuck_order_count(stuck_minutes),
+        "stuck_minutes": stuck_minutes,
+        "app_url": reverse("admin:app_list", kwargs={"app_label": "tasks_admin"}),
+        "history_url": reverse("admin:tasks_admin_taskrecord_changelist"),
+        "dead_letters_url": reverse("admin:tasks_admin_deadletter_changelist"),
+        "orders_url": reverse("admin:orders_order_changelist") + "?workflow=stuck",
+    }
+    return TemplateResponse(request, "admin/tasks_admin/dashboard.html", context)

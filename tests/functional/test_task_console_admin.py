@@ -1,0 +1,174 @@
+"""The task console's admin pages: who may see and do what, search, filters, the capped count."""
+
+import uuid
+
+import pytest
+from celery import states
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from orders.checkout import Customer, place_order
+from tasks_admin.admin import CappedCountPaginator
+from tasks_admin.models import TaskAction, TaskRecord
+from tests.factories import GOOD_CARD, make_product
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:tasks_admin_taskrecord_changelist"
+
+
+def make_record(state: str = states.FAILURE, name: str = "orders.tasks.send_confirmation_sms", **fields) -> TaskRecord:
+    return TaskRecord.objects.create(
+        task_id=str(uuid.uuid4()), task_name=name, state=state, sent_at=timezone.now(), args=["x"], **fields
+    )
+
+
+def staff_user(username: str, *codenames: str) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def viewer(client) -> Client:
+    client.force_login(staff_user("viewer", "view_taskrecord", "view_deadletter", "view_order"))
+    return client
+
+
+def post_actions(client: Client, record: TaskRecord) -> dict[str, int]:
+    return {
+        action: client.post(reverse(f"admin:tasks_admin_task_{action}", args=[record.pk]), {"reason": "x"}).status_code
+        for action in ("retry", "revoke", "terminate", "resolve")
+    }
+
+
+def test_view_only_staff_sees_history_but_every_action_is_forbidden(viewer):
+    failed, queued, running = make_record(), make_record(states.PENDING), make_record(states.STARTED)
+
+    page = viewer.get(reverse(CHANGELIST))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "task-retry" not in html and "task-revoke" not in html and "task-terminate" not in html
+    assert "retry_selected" not in html and "revoke_selected" not in html
+
+    detail = viewer.get(reverse("admin:tasks_admin_taskrecord_change", args=[failed.pk]))
+    assert detail.status_code == 200 and "Retry with the same arguments" not in detail.content.decode()
+    for record in (failed, queued, running):
+        assert set(post_actions(viewer, record).values()) == {403}
+    assert not TaskAction.objects.exists()
+    assert TaskRecord.objects.get(pk=queued.pk).state == states.PENDING
+
+
+def test_staff_without_the_view_permission_cannot_see_the_history(client):
+    client.force_login(staff_user("nobody"))
+    assert client.get(reverse(CHANGELIST)).status_code == 403
+    assert client.get(reverse("admin:tasks_admin_taskrecord_change", args=[make_record().pk])).status_code == 403
+
+
+def test_each_action_needs_its_own_permission(client):
+    client.force_login(staff_user("retrier", "view_taskrecord", "retry_task"))
+    make_record(states.FAILURE)
+    running = make_record(states.STARTED)
+
+    html = client.get(reverse(CHANGELIST)).content.decode()
+    assert "task-retry" in html and "task-terminate" not in html
+    assert client.post(reverse("admin:tasks_admin_task_terminate", args=[running.pk])).status_code == 403
+    assert client.post(reverse("admin:tasks_admin_task_revoke", args=[running.pk])).status_code == 403
+
+
+def test_action_views_take_post_only_with_a_csrf_token(admin_user):
+    record = make_record()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    url = reverse("admin:tasks_admin_task_retry", args=[record.pk])
+
+    assert client.get(url).status_code == 405
+    assert client.post(url, {"reason": "no token"}).status_code == 403
+    assert not TaskAction.objects.exists()
+
+
+def test_refused_actions_explain_why(admin_client):
+    succeeded = make_record(states.SUCCESS)
+    response = admin_client.post(reverse("admin:tasks_admin_task_retry", args=[succeeded.pk]), follow=True)
+    assert "Only failed or revoked tasks can be retried" in response.content.decode()
+    assert not TaskAction.objects.exists()
+
+
+def test_continue_workflow_needs_its_permission(client):
+    product = make_product()
+    order = place_order(
+        customer=Customer(name="A", email="a@example.com", phone="+442079460000"),
+        shipping_address="x",
+        items=[(product.sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    client.force_login(staff_user("orders-viewer", "view_order"))
+    page = client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert 'data-testid="workflow-graph"' in page and "Continue workflow" not in page
+    assert client.post(reverse("admin:orders_order_continue", args=[order.pk])).status_code == 403
+
+
+def test_search_by_task_id_order_number_and_task_name(admin_client):
+    product = make_product()
+    order = place_order(
+        customer=Customer(name="A", email="a@example.com", phone="+442079460000"),
+        shipping_address="x",
+        items=[(product.sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    mine = make_record(order=order)
+    make_record(name="orders.tasks.record_sales")
+    other = make_record(name="orders.tasks.charge_payment")
+
+    def found(term: str) -> set[int]:
+        response = admin_client.get(reverse(CHANGELIST), {"q": term})
+        assert response.status_code == 200
+        return {r.pk for r in response.context["cl"].result_list}
+
+    assert found(mine.task_id) == {mine.pk}
+    assert found(order.number) == {mine.pk}
+    assert found(order.number.lower()) == {mine.pk}
+    assert found("charge_payment") == {other.pk}
+    assert found("no-such-thing") == set()
+
+
+def test_filters_by_state_and_queue(admin_client):
+    failed = make_record(states.FAILURE, queue="notifications")
+    make_record(states.SUCCESS, queue="notifications")
+    make_record(states.FAILURE, queue="orders")
+
+    response = admin_client.get(reverse(CHANGELIST), {"state": states.FAILURE, "queue": "notifications"})
+    assert [r.pk for r in response.context["cl"].result_list] == [failed.pk]
+
+
+def test_the_changelist_counts_at_most_the_cap(admin_client, monkeypatch):
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 5)
+    for _ in range(8):
+        make_record(states.SUCCESS)
+
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert "more than 5" in html
+
+
+def test_the_changelist_query_count_does_not_grow_with_rows(admin_client, django_assert_max_num_queries):
+    for _ in range(40):
+        make_record(states.SUCCESS)
+    with django_assert_max_num_queries(12):
+        assert admin_client.get(reverse(CHANGELIST)).status_code == 200
+
+
+def test_the_detail_page_shows_arguments_links_and_traceback(admin_client):
+    parent = make_record(states.SUCCESS, name="orders.tasks.charge_payment")
+    child = make_record(parent_id=parent.task_id, root_id=parent.task_id, exception_type="PermanentProviderError")
+    child.args = [{"__type__": "decimal", "__value__": "12.3400"}, "<b>not bold</b>"]
+    child.save()
+
+    html = admin_client.get(reverse("admin:tasks_admin_taskrecord_change", args=[child.pk])).content.decode()
+
+    assert "&quot;__value__&quot;: &quot;12.3400&quot;" in html
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html
+    assert reverse("admin:tasks_admin_taskrecord_change", args=[parent.pk]) in html
+    assert "PermanentProviderError" in html
