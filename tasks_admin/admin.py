@@ -155,7 +155,9 @@ class TaskConsoleMixin:
         if not record.order_id or record.order is None:
             return "—"
         return format_html(
-            '<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[record.order_id]), record.order.number
+            '<a href="{}" style="white-space:nowrap">{}</a>',
+            reverse("admin:orders_order_change", args=[record.order_id]),
+            record.order.number,
         )
 
     @staticmethod
