@@ -61,7 +61,7 @@ class WorkflowFilter(admin.SimpleListFilter):
     parameter_name = "workflow"
 
     def lookups(self, request, model_admin):
-        return [("stuck", f"stuck (no progress for {settings.STUCK_WORKFLOW_MINUTES} min)")]
+        return [("stuck", f"stuck (no progress for {settings.STUCK_WORKFLOW_MINUTES:g} min)")]
 
     def queryset(self, request, queryset):
         if self.value() == "stuck":

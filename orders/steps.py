@@ -45,6 +45,7 @@ class RetryingTask(Task):
     """Retries transient errors up to TASK_MAX_RETRIES times; any other error fails at once."""
 
     max_retries = settings.TASK_MAX_RETRIES
+    default_retry_delay = settings.TASK_WORKER_LOST_RETRY_DELAY  # used by task_retry_on_worker_lost
 
     def __call__(self, *args, **kwargs):
         try:

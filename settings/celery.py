@@ -2,14 +2,20 @@
 
 from kombu import Queue
 
-from .env import env_int, env_list, env_str, var_path
+from .env import env_float, env_int, env_list, env_str, var_path
 
 # The embedded default is the Redis server that `make run` starts on a unix socket
 # under var/ (nothing listens on the network). Production: redis://host:6379/0 or
 # amqp://user:pass@host:5672//.
 EMBEDDED_REDIS_SOCKET = var_path("redis.sock")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"redis+socket://{EMBEDDED_REDIS_SOCKET}")
+# A worker keeps reconnecting for as long as the broker is away (a Redis restart must
+# not leave the shop without workers)...
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# ...while a checkout that cannot publish gives up within about a second: the order is
+# kept (pending) and the stuck-workflow recovery sends its workflow once the broker is back.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 # JSON only: a pickle message is code execution for anyone who can write to the broker.
 CELERY_TASK_SERIALIZER = "json"
@@ -17,8 +23,12 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' database backend (django-db), with chords that count each header
+# task once and result writes retried through a database outage: tasks_admin/backend.py.
+CELERY_RESULT_BACKEND = "tasks_admin.backend:ShopDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 30  # with backoff capped at 10 s: rides out minutes of outage
 # No expiry through Celery: its built-in `celery.backend_cleanup` (which beat would
 # schedule) deletes every expired result in one transaction. tasks_admin/cleanup.py
 # deletes results and task history older than TASK_HISTORY_DAYS in batches instead.
@@ -35,16 +45,33 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # message would sit behind a slow one instead of going to an idle worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
+# A pool process killed under a task (the OOM killer, a segfault) would otherwise have its
+# message acknowledged and the task silently lost; task_reject_on_worker_lost would requeue
+# it forever instead. Retrying it bounds the redeliveries by the task's max_retries, after
+# which it fails for good and is listed as a dead letter.
+CELERY_TASK_RETRY_ON_WORKER_LOST = True
+
+# Graceful deploys: on SIGTERM a worker stops taking tasks and lets running ones finish
+# for up to this many seconds (keep it below the orchestrator's kill timeout); what is
+# still running then is cancelled and, being acknowledged late, goes back to the queue.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_SOFT_SHUTDOWN_TIMEOUT", 10.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True  # also hands back held ETA/retry messages
+
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 30)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60)
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = 300_000  # KiB
 
-# Redis redelivers a message nobody acknowledged within the visibility timeout. It
-# must exceed the longest task (time limit) plus the longest retry countdown
-# (TASK_RETRY_BACKOFF_MAX), or a waiting retry is delivered a second time.
+# Redis redelivers a message nobody acknowledged within the visibility timeout: that is
+# how the task of a worker killed mid-task comes back. It must exceed the longest task
+# (time limit) plus the longest retry countdown (TASK_RETRY_BACKOFF_MAX), or a waiting
+# retry is delivered a second time. Workers look for such messages every
+# restore_interval × restore_throttle seconds (kombu's default: about 100 s).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 1800),
+    "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_RESTORE_THROTTLE", 10),
+    "socket_connect_timeout": 2,  # an unreachable broker fails fast instead of hanging a checkout
 }
 
 # Queues per workload. A plain `celery -A shop worker` consumes all of them; in

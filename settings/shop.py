@@ -38,11 +38,13 @@ SMS_SENDER = env_str("SMS_SENDER", "CeleryShop")
 TASK_RETRY_BACKOFF = env_float("TASK_RETRY_BACKOFF", 2.0)
 TASK_RETRY_BACKOFF_MAX = env_float("TASK_RETRY_BACKOFF_MAX", 300.0)
 TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)
+# The wait before a task whose pool process died is run again (counts as one retry).
+TASK_WORKER_LOST_RETRY_DELAY = env_float("TASK_WORKER_LOST_RETRY_DELAY", 10.0)
 
 # Periodic jobs (schedules: tasks_admin/periodic.py). Unpaid orders older than
 # STALE_ORDER_MINUTES are cancelled and their stock released; active orders whose
 # workflow has not moved for STUCK_WORKFLOW_MINUTES are sent again; staff get one
 # e-mail a day per set of active products with LOW_STOCK_THRESHOLD units or fewer.
 STALE_ORDER_MINUTES = env_int("STALE_ORDER_MINUTES", 60)
-STUCK_WORKFLOW_MINUTES = env_int("STUCK_WORKFLOW_MINUTES", 10)
+STUCK_WORKFLOW_MINUTES = env_float("STUCK_WORKFLOW_MINUTES", 10)
 LOW_STOCK_THRESHOLD = env_int("LOW_STOCK_THRESHOLD", 5)

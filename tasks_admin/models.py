@@ -166,3 +166,19 @@ class SchedulerLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.owner} until {self.expires_at}"
+
+
+class ChordPart(models.Model):
+    """A chord header task that has reported its end: one row per task, so that a task
+    delivered twice is counted once (see tasks_admin/backend.py)."""
+
+    group_id = models.CharField(max_length=255)
+    task_id = models.CharField(max_length=255)
+    state = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group_id", "task_id"], name="chordpart_unique_task")]
+
+    def __str__(self) -> str:
+        return f"{self.group_id}: {self.task_id} {self.state}"

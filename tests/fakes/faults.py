@@ -1,0 +1,72 @@
+"""Fault injection for the reliability suite, loaded by workers with
+CELERY_EXTRA_IMPORTS=tests.fakes.faults. Nothing here runs in the shop itself.
+
+FAULT_PAUSE_AFTER="module:attr.path,..."  the first call (cluster-wide) of each target
+    pauses FAULT_PAUSE_SECONDS after it returned — its effect is done, the task not yet
+    acknowledged — and leaves FAULT_DIR/paused-<target> so the test knows when to kill.
+FAULT_KILL_CHILD="module:attr.path"  the pool process running the target kills itself with
+    SIGKILL (as the OOM killer would) when the order's customer name contains POISON (every
+    time) or KILLONCE (the first time for that order).
+"""
+import os
+import signal
+import time
+from functools import wraps
+from importlib import import_module
+from pathlib import Path
+
+
+def _dir() -> Path:
+    return Path(os.environ["FAULT_DIR"])
+
+
+def _claim(name: str) -> bool:
+    """True once per name across every process: the first to create the marker file."""
+    try:
+        fd = os.open(_dir() / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _patch(target: str, make_wrapper) -> None:
+    module_name, _, path = target.partition(":")
+    owner = import_module(module_name)
+    *parents, attr = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    setattr(owner, attr, make_wrapper(getattr(owner, attr)))
+
+
+def _pause_after(target: str, seconds: float):
+    def make_wrapper(original):
+        @wraps(original)
+        def wrapper(*args, **kwargs):
+            result = original(*args, **kwargs)
+            if _claim(f"paused-{target}"):
+                time.sleep(seconds)
+            return result
+
+        return wrapper
+
+    return make_wrapper
+
+
+def _kill_child(original):
+    @wraps(original)
+    def wrapper(order_id, *args, **kwargs):
+        from orders.models import Order
+
+        name = Order.objects.values_list("customer_name", flat=True).get(pk=order_id)
+        if "POISON" in name or ("KILLONCE" in name and _claim(f"killed-{order_id}")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(order_id, *args, **kwargs)
+
+    return wrapper
+
+
+for _target in filter(None, os.environ.get("FAULT_PAUSE_AFTER", "").split(",")):
+    _patch(_target, _pause_after(_target, float(os.environ.get("FAULT_PAUSE_SECONDS", "3"))))
+for _target in filter(None, os.environ.get("FAULT_KILL_CHILD", "").split(",")):
+    _patch(_target, _kill_child)

@@ -1,0 +1,389 @@
+"""Real processes for the failure-injection suite: a private Redis, gunicorn, workers and
+beat, with local SMS and SMTP providers and a PostgreSQL proxy that can cut the database off."""
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from django.db import close_old_connections
+
+from shop import embedded_redis
+from tests.fakes.sms_gateway import FakeSmsGateway
+from tests.fakes.smtp_server import FakeSmtpServer, free_port
+from tests.processes import ROOT, WorkerProcess
+
+BIN = Path(sys.executable).parent
+FINAL_STATUSES = ("confirmed", "failed", "cancelled")
+
+
+class RedisServer:
+    """A private redis-server on a loopback port, stopped and started at will (no persistence)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        binary = embedded_redis.server_binary()
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen([binary, *args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Process:
+    """A long-running subprocess with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+
+class PgProxy:
+    """A TCP proxy in front of PostgreSQL. `outage(seconds)` closes every connection through
+    it and refuses new ones for that long: to the workers behind it, the database is down."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._down = threading.Event()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._down.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([a, b], [], [], 1.0)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    (b if source is a else a).sendall(data)
+        except OSError:
+            pass
+        finally:
+            a.close()
+            b.close()
+
+    @contextmanager
+    def outage(self):
+        self._down.set()
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for a, b in pairs:
+            for sock in (a, b):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        try:
+            yield
+        finally:
+            self._down.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@dataclass
+class Audit:
+    """What happened to a batch of orders, from the database and the providers' own logs."""
+
+    placed: int
+    statuses: Counter
+    charges_duplicated: int
+    charge_requests_deduplicated: int
+    emails_duplicated: int
+    sms_delivered_twice: int
+    sms_requests_deduplicated: int
+    lost: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def confirmed(self) -> int:
+        return self.statuses.get("confirmed", 0)
+
+    def figures(self) -> dict:
+        return {
+            "orders placed": self.placed,
+            "confirmed": self.confirmed,
+            "failed / cancelled": self.statuses.get("failed", 0) + self.statuses.get("cancelled", 0),
+            "duplicate charges": self.charges_duplicated,
+            "duplicate e-mails": self.emails_duplicated,
+            "duplicate SMS": self.sms_delivered_twice,
+            "lost": self.lost,
+            "repeats absorbed by idempotency keys": self.charge_requests_deduplicated
+            + self.sms_requests_deduplicated,
+        }
+
+
+class Stack:
+    """The shop as separate processes against a private Redis and the test database."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        database_url: str,
+        sms: FakeSmsGateway,
+        smtp: FakeSmtpServer,
+        env: dict[str, str] | None = None,
+        broker_url: str | None = None,
+    ) -> None:
+        self.tmp, self.database_url, self.sms, self.smtp = tmp, database_url, sms, smtp
+        self.fault_dir = tmp / "faults"
+        self.fault_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = None if broker_url else RedisServer(tmp / "redis")
+        self.broker_url = broker_url or self.redis.url
+        self.extra_env = env or {}
+        self.processes: list[Process] = []
+        self.workers: list[WorkerProcess] = []
+        self.web: Process | None = None
+        self.web_url = ""
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        base = {
+            "DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "SMS_PROVIDER": "http",
+            "SMS_HTTP_URL": self.sms.url,
+            "SMS_API_KEY": "reliability",
+            "SMS_TIMEOUT": "1",
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": str(self.smtp.port),
+            "EMAIL_TIMEOUT": "5",
+            "PAYMENT_DEMO_LATENCY": "0.02",
+            # The same policies as production, on a shorter clock: a killed worker's
+            # tasks come back after 8 s, retries wait 0.2–2 s.
+            "CELERY_VISIBILITY_TIMEOUT": "8",
+            "CELERY_RESTORE_INTERVAL": "1",
+            "CELERY_RESTORE_THROTTLE": "1",
+            "CELERY_TASK_SOFT_TIME_LIMIT": "4",
+            "CELERY_TASK_TIME_LIMIT": "5",
+            "CELERY_SOFT_SHUTDOWN_TIMEOUT": "5",
+            "TASK_RETRY_BACKOFF": "0.2",
+            "TASK_RETRY_BACKOFF_MAX": "2",
+            "TASK_MAX_RETRIES": "12",
+            "TASK_WORKER_LOST_RETRY_DELAY": "0.5",
+            "STUCK_WORKFLOW_MINUTES": "0.1",
+            "CELERY_EXTRA_IMPORTS": "tests.fakes.faults,tests.fakes.tasks",
+            "FAULT_DIR": str(self.fault_dir),
+            "FAKE_TASKS_DIR": str(self.fault_dir),
+            "LOG_LEVEL": "WARNING",
+        }
+        return {**os.environ, **base, **self.extra_env, **overrides}
+
+    def start(self, workers: int = 1, web: bool = True) -> "Stack":
+        if self.redis:
+            self.redis.start()
+        for _ in range(workers):
+            self.start_worker()
+        if web:
+            self.start_web()
+        return self
+
+    def start_worker(self, *args: str, **env: str) -> WorkerProcess:
+        name = f"worker{len(self.workers) + 1}"
+        worker = WorkerProcess(self.env(**env), self.tmp / f"{name}.log", ("--hostname", f"{name}@%h", *args))
+        self.workers.append(worker.start())
+        return worker
+
+    def start_web(self) -> None:
+        port = free_port()
+        argv = [str(BIN / "gunicorn"), "shop.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]
+        self.web = Process("web", argv, self.env(), self.tmp).start()
+        self.processes.append(self.web)
+        self.web_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.web_url + "/api/products/", timeout=2).close()
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{self.web.log()[-3000:]}") from None
+                time.sleep(0.2)
+
+    def start_beat(self, **env: str) -> Process:
+        argv = [str(BIN / "celery"), "-A", "shop", "beat", "--loglevel", "INFO"]
+        beat = Process(f"beat{len(self.processes)}", argv, self.env(**env), self.tmp).start()
+        self.processes.append(beat)
+        return beat
+
+    def kill_worker(self, worker: WorkerProcess) -> None:
+        """SIGKILL to the worker and its pool: no warm shutdown, no acknowledgement."""
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.wait()
+        self.workers.remove(worker)
+
+    def stop(self) -> None:
+        for worker in list(self.workers):
+            worker.stop()
+        for process in self.processes:
+            process.stop()
+        if self.redis:
+            self.redis.stop()
+
+    def logs(self) -> str:
+        parts = [f"---- {w.log_path.name} ----\n{w.log()[-4000:]}" for w in self.workers]
+        parts += [f"---- {p.name} ----\n{p.log()[-2000:]}" for p in self.processes]
+        return "\n".join(parts)
+
+    # Orders
+
+    def checkout(self, payload: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.web_url + "/api/orders/", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def place_orders(self, payloads: Iterable[dict], concurrency: int = 8) -> list[str]:
+        """Check out through the HTTP server; every order must be accepted (202)."""
+        with ThreadPoolExecutor(concurrency) as pool:
+            answers = list(pool.map(self.checkout, payloads))
+        bad = [answer for answer in answers if answer[0] != 202]
+        assert not bad, f"{len(bad)} checkouts refused: {bad[:3]}"
+        return [body["id"] for _, body in answers]
+
+    def wait_until_final(self, order_ids: list[str], timeout: float = 120, settled: bool = True) -> None:
+        """Until every order is confirmed, failed or cancelled (and, if `settled`, no step of
+        theirs is still running or due to be retried)."""
+        from orders.models import Order, WorkflowStep
+
+        deadline = time.monotonic() + timeout
+        while True:
+            close_old_connections()
+            open_orders = Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).count()
+            running = settled and WorkflowStep.objects.filter(
+                order_id__in=order_ids, state__in=("STARTED", "RETRY")
+            ).exists()
+            if not open_orders and not running:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{open_orders} orders not final after {timeout}s\n{self.logs()}")
+            time.sleep(0.25)
+
+    def audit(self, order_ids: list[str]) -> Audit:
+        from orders.models import DemoGatewayCharge, Order
+
+        close_old_connections()
+        orders = list(Order.objects.filter(pk__in=order_ids))
+        statuses = Counter(order.status for order in orders)
+        charges = Counter(
+            DemoGatewayCharge.objects.filter(idempotency_key__in=[f"order:{o.pk}:charge" for o in orders])
+            .values_list("idempotency_key", flat=True)
+        )
+        charge_requests = sum(
+            DemoGatewayCharge.objects.filter(idempotency_key__in=charges).values_list("requests", flat=True)
+        )
+        emails = Counter(
+            (message.to[0], message.subject)
+            for order in orders
+            for message in self.smtp.received(to=order.email)
+            if order.number in message.subject
+        )
+        # The gateway, like a real one honouring Idempotency-Key, delivers a key once: a
+        # customer gets two texts only if the shop sent the same text under two keys.
+        accepted = self.sms.accepted()
+        sms_by_key = Counter(r.idempotency_key for r in accepted)
+        texts = Counter(
+            (r.to, order.number) for r in {r.idempotency_key: r for r in accepted}.values() for order in orders
+            if order.number in r.body
+        )
+        delivered_twice = sum(n - 1 for n in texts.values() if n > 1)
+        return Audit(
+            placed=len(order_ids),
+            statuses=statuses,
+            charges_duplicated=sum(n - 1 for n in charges.values() if n > 1),
+            charge_requests_deduplicated=charge_requests - len(charges),
+            emails_duplicated=sum(n - 1 for n in emails.values() if n > 1),
+            sms_delivered_twice=delivered_twice,
+            sms_requests_deduplicated=sum(n - 1 for n in sms_by_key.values() if n > 1),
+            lost=len(order_ids) - len(orders) + sum(statuses.get(s, 0) for s in ("pending", "processing")),
+        )
+
+
+def which_redis() -> str | None:
+    return shutil.which("redis-server")

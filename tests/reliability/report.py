@@ -1,0 +1,60 @@
+"""Figures of the failure-injection scenarios: recorded by each test, rendered to docs/reliability.md.
+
+`python -m tests.reliability.report` writes the table from var/reliability/results.json.
+"""
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "var" / "reliability" / "results.json"
+DOC = ROOT / "docs" / "reliability.md"
+COLUMNS = ("orders placed", "faults injected", "confirmed", "duplicates", "lost")
+
+
+def record(scenario: str, figures: dict, faults: str, notes: str = "") -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[scenario] = {**figures, "faults injected": faults, "notes": notes, "at": datetime.now(UTC).isoformat()}
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True))
+
+
+def _duplicates(row: dict) -> str:
+    parts = [f"{row.get(k, 0)} {label}" for k, label in (("duplicate charges", "charges"), ("duplicate e-mails", "e-mails"), ("duplicate SMS", "SMS"))]
+    return ", ".join(parts)
+
+
+def render(results: dict) -> str:
+    def order(name: str) -> int:
+        head = name.split(".", 1)[0]
+        return int(head) if head.isdigit() else 99
+
+    lines = [
+        "| scenario | orders placed | faults injected | confirmed | duplicates | lost | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in sorted(results, key=order):
+        row = results[name]
+        confirmed = str(row.get("confirmed", "—"))
+        if row.get("failed / cancelled"):
+            confirmed += f" (+{row['failed / cancelled']} failed/cancelled as intended)"
+        lines.append(
+            f"| {name} | {row.get('orders placed', '—')} | {row['faults injected']} | {confirmed} | "
+            f"{_duplicates(row)} | {row.get('lost', '—')} | {row.get('notes', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = json.loads(RESULTS.read_text())
+    text = DOC.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    DOC.write_text(f"{head}{start}\n{render(results)}\n{end}{tail}")
+    print(f"Wrote {len(results)} scenarios to {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
