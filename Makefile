@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DJANGO_SETTINGS_MODULE := settings
 
-.PHONY: run test lint setup stack
+.PHONY: run test test-reliability lint setup
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -26,6 +26,12 @@ run: setup
 
 test: $(BIN)/.installed
 	$(BIN)/pytest
+
+# Failure injection with real processes; needs PostgreSQL (DATABASE_URL). Rewrites the
+# figures in docs/reliability.md from this run.
+test-reliability: $(BIN)/.installed
+	$(BIN)/pytest -m reliability tests/reliability
+	$(BIN)/python -m tests.reliability.report
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,8 +1,11 @@
 """Deliver a message at most once per business key, recording every attempt."""
 
+import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -11,6 +14,8 @@ from shop.errors import PermanentProviderError, TransientProviderError
 from .email import send_email as send_with_django_mail
 from .models import Notification
 from .sms import get_sms_provider
+
+logger = logging.getLogger(__name__)
 
 
 def send_email(
@@ -73,15 +78,36 @@ def _deliver(notification: Notification, send) -> Notification:
     except Exception as exc:  # transient, or a bug: release the lease so a retry can send
         _update(notification, error=str(exc), locked_until=None)
         raise
-    _update(
-        notification,
-        status=Notification.Status.SENT,
-        provider_message_id=provider_message_id,
-        sent_at=timezone.now(),
-        error="",
-        locked_until=None,
-    )
+    _record_sent(notification, provider_message_id, wait=2 * lease.total_seconds())
     return notification
+
+
+def _record_sent(notification: Notification, provider_message_id: str, wait: float) -> None:
+    """Record that the provider took the message, riding out up to `wait` seconds of database
+    outage (a soft time limit ends it sooner). Raising instead would retry the task, and the
+    retry would send the message again once the lease lapsed: an SMTP server, unlike the SMS
+    gateway, has no idempotency key to drop the repeat (failure-injection scenario 5)."""
+    deadline, pause = time.monotonic() + wait, 0.05
+    while True:
+        try:
+            _update(
+                notification,
+                status=Notification.Status.SENT,
+                provider_message_id=provider_message_id,
+                sent_at=timezone.now(),
+                error="",
+                locked_until=None,
+            )
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or time.monotonic() + pause > deadline:
+                raise
+            if pause == 0.05:
+                key = notification.idempotency_key
+                logger.warning("%s was sent; recording it waits for the database: %s", key, exc)
+            connection.close()  # the outage broke it: reconnect on the next attempt
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
 
 
 def _update(notification: Notification, **fields) -> None:

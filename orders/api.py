@@ -45,7 +45,13 @@ def order_create(request: HttpRequest) -> JsonResponse:
         )
     except InsufficientStock as exc:
         return JsonResponse(
-            {"message": str(exc), "sku": exc.sku, "requested": exc.requested, "available": exc.available},
+            {
+                "message": str(exc),
+                "errors": {"items": [str(exc)]},  # the shape of every API error, for generic clients
+                "sku": exc.sku,
+                "requested": exc.requested,
+                "available": exc.available,
+            },
             status=409,
         )
     except CheckoutError as exc:

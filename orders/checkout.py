@@ -16,6 +16,8 @@ from .models import Order, OrderLine, Payment
 from .payments import get_gateway
 from .workflow import start_workflow
 
+MAX_TOTAL = Decimal(10) ** (Order._meta.get_field("total").max_digits - Order._meta.get_field("total").decimal_places)
+
 
 @dataclass(frozen=True)
 class Customer:
@@ -53,6 +55,8 @@ def place_order(
         stock.reserve({product: quantities[product.sku] for product in by_sku.values()})
 
         total = sum((p.price * quantities[p.sku] for p in by_sku.values()), Decimal("0.00"))
+        if total >= MAX_TOTAL:
+            raise CheckoutError("This order is too large to place online; please contact us.")
         order = Order.objects.create(
             customer_name=customer.name,
             email=customer.email,

@@ -7,12 +7,13 @@ so the failure handler always sees which step failed and why.
 
 import logging
 import random
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 
-from celery import Task, states
-from celery.exceptions import SoftTimeLimitExceeded
+from billiard.exceptions import WorkerLostError
+from celery import Task, signals, states
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -82,6 +83,11 @@ class WorkflowStepTask(OrderTask):
     message re-runs nothing.
     """
 
+    # A step whose effect is only in the database commits it with its SUCCESS record. Found by
+    # the Redis-restart scenario: a worker cut off between the two, its message lost with the
+    # broker's contents, left a confirmed order whose confirm_order step showed running forever.
+    atomic = False
+
     @property
     def step(self) -> str:
         return self.name.rpartition(".")[2]
@@ -99,15 +105,19 @@ class WorkflowStepTask(OrderTask):
         if not started.update(**fields):
             logger.info("%s for order %s already succeeded; nothing to do", self.step, order_id)
             return None
-        result = self.run(order_id)
-        self._save(order_id, state=states.SUCCESS, finished_at=timezone.now(), error="")
+        with transaction.atomic() if self.atomic else nullcontext():
+            result = self.run(order_id)
+            self._save(order_id, state=states.SUCCESS, finished_at=timezone.now(), error="")
         return result
 
     def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
         (order_id,) = args
         state = states.FAILURE if final else states.RETRY
-        # Best effort: when the database itself is down, the retry still happens.
-        with suppress(DatabaseError):
+        # Best effort: when the database itself is down, the retry still happens. After an
+        # OperationalError the connection is dead and this write raises InterfaceError
+        # ("connection already closed"), which is not a DatabaseError: escaping from here it
+        # failed the task and stopped the order (failure-injection scenario 5).
+        with suppress(DatabaseError, InterfaceError):
             self._save(
                 order_id,
                 state=state,
@@ -117,3 +127,11 @@ class WorkflowStepTask(OrderTask):
 
     def _save(self, order_id: str, **fields) -> None:
         WorkflowStep.objects.filter(order_id=order_id, name=self.step).update(**fields)
+
+
+@signals.task_failure.connect(dispatch_uid="orders.record_lost_step")
+def record_lost_step(sender=None, exception=None, args=None, **kwargs) -> None:
+    """A pool process that died under a step (killed, hard time limit) never ran the step's
+    own bookkeeping: the worker's main process reports the failure here instead."""
+    if isinstance(sender, WorkflowStepTask) and isinstance(exception, WorkerLostError | TimeLimitExceeded):
+        sender.record_failure(tuple(args or ()), exception, final=True)

@@ -19,7 +19,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
     if not lines:
         status = 400 if request.method == "POST" else 200
         return cart_detail(request, error="Your cart is empty: add a product before checking out.", status=status)
-    form = CheckoutForm(request.POST or None)
+    # Bound on every POST, even an empty one: it must come back with "This field is required".
+    form = CheckoutForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST":
         status = 400

@@ -27,8 +27,15 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # task once and result writes retried through a database outage: tasks_admin/backend.py.
 CELERY_RESULT_BACKEND = "tasks_admin.backend:ShopDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
-CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
-CELERY_RESULT_BACKEND_MAX_RETRIES = 30  # with backoff capped at 10 s: rides out minutes of outage
+# Database outages (scenario 5 of the failure-injection suite). A write of a result or a
+# chord report waits for the database only until shortly before the task's soft time limit
+# (RESULT_WRITE_RETRY_SECONDS in the worker's main process, web, beat), then is dropped and
+# logged: waiting past the limit (30 retries with 10 s pauses did) got the task killed and
+# recorded as failed, and its error callback stopped an order whose work was done.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True  # reads, through Celery's own loop
+CELERY_RESULT_BACKEND_MAX_RETRIES = 10
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 1000  # notice the database is back within a second
+RESULT_WRITE_RETRY_SECONDS = env_float("RESULT_WRITE_RETRY_SECONDS", 5.0)
 # No expiry through Celery: its built-in `celery.backend_cleanup` (which beat would
 # schedule) deletes every expired result in one transaction. tasks_admin/cleanup.py
 # deletes results and task history older than TASK_HISTORY_DAYS in batches instead.
@@ -54,6 +61,12 @@ CELERY_TASK_RETRY_ON_WORKER_LOST = True
 # Graceful deploys: on SIGTERM a worker stops taking tasks and lets running ones finish
 # for up to this many seconds (keep it below the orchestrator's kill timeout); what is
 # still running then is cancelled and, being acknowledged late, goes back to the queue.
+# SIGTERM starts this soft shutdown only if a prefork worker runs with REMAP_SIGTERM=SIGQUIT
+# in its environment (Procfile; billiard reads it before this file is loaded): a plain SIGTERM
+# waits for running tasks however long they take (found by reliability scenario 11). An
+# e-mail cut short may add up to EMAIL_TIMEOUT: Django's SMTP backend says QUIT on its way
+# out. Not for the threads pool: it cannot cancel a task (Celery's cold shutdown fails on
+# it), so it always waits, bounded by the providers' timeouts (SMS_TIMEOUT, EMAIL_TIMEOUT).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_SOFT_SHUTDOWN_TIMEOUT", 10.0)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True  # also hands back held ETA/retry messages
 
@@ -80,6 +93,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Each queue needs its own routing key: queues declared by name alone all bind the
 # default exchange with key "celery", and every message would reach all of them.
+# On RabbitMQ they are classic durable queues (kombu's default; reliability scenario 12 and the
+# workflow tests run on them): the simple, documented choice, since a retry's countdown is
+# held by the worker as an unacknowledged message. Quorum queues would need Celery's native
+# delayed delivery (x-queue-type=quorum on each queue, a topic exchange, no global QoS), not set
+# up here. RabbitMQ's consumer_timeout (default 30 min) must exceed the longest task plus the
+# longest countdown a worker holds (CELERY_TASK_TIME_LIMIT + TASK_RETRY_BACKOFF_MAX: 6 min),
+# or the broker closes the channel and delivers those messages again. (The Redis-only transport
+# options above are ignored on amqp.)
 CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "orders", "notifications")]
 CELERY_TASK_ROUTES = {
     "orders.tasks.send_*": {"queue": "notifications"},

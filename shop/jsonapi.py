@@ -50,6 +50,12 @@ def read_json_object(request: HttpRequest) -> dict:
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError(400, {"body": ["The request body is not valid JSON."]}) from None
+    try:
+        # A "\ud800" escape (or those bytes in the body) decodes to a lone surrogate: not text,
+        # and no database can store or even be queried with it. Refuse it here, once for all fields.
+        json.dumps(data, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError):
+        raise ApiError(400, {"body": ["The request body contains text that is not valid Unicode."]}) from None
     if not isinstance(data, dict):
         raise ApiError(400, {"body": ["The request body must be a JSON object."]})
     return data

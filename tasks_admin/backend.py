@@ -1,5 +1,5 @@
 """The result backend: django-celery-results' database backend (results in TaskResult,
-chords through ChordCounter), with two changes the failure-injection suite forced.
+chords through ChordCounter), with changes the failure-injection suite forced.
 
 1. Chords that tolerate duplicate deliveries. The stock backend counts a chord's header
    down under SELECT ... FOR UPDATE, once per report: a header task delivered twice
@@ -8,17 +8,33 @@ chords through ChordCounter), with two changes the failure-injection suite force
    ON CONFLICT DO NOTHING), and only a new row decrements the counter, by a single
    UPDATE ... RETURNING; the report that reaches zero fires the callback, so it fires
    exactly once. An immutable callback (`.si()`, as in the order workflow) is sent
-   without first reading back every header result.
-2. Database outages: storing a result is retried (result_backend_always_retry) on
-   OperationalError too — connection refused, server gone — not only on InterfaceError.
+   without first reading back every header result. The counter itself is created once
+   too: a chain step run again (redelivered, retried after its worker was lost) sends
+   its chord again, and a second INSERT of the same group would fail the step.
+2. Database outages. Writes — results, chord counters, chord reports — are retried
+   while PostgreSQL is unreachable, but only until shortly before the running task's
+   soft time limit (RESULT_WRITE_RETRY_SECONDS outside a task). Waiting longer turned
+   an outage into a failure: the time limit interrupts the write, Celery records the
+   task as failed and calls its error callback, which stops the order. A write still
+   impossible then is logged and dropped: a result is only a record (the step's own
+   WorkflowStep row says it succeeded), and a chord report that could not be counted
+   leaves the order for the stuck-workflow recovery, which sends the callback.
 """
 
+import json
 import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from celery import states
+from celery import signals, states
 from celery.canvas import maybe_signature
-from celery.exceptions import ChordError
-from django.db import DatabaseError, OperationalError, connection, router, transaction
+from celery.exceptions import ChordError, SoftTimeLimitExceeded
+from celery.result import GroupResult
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, router, transaction
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
 from django_celery_results.models import ChordCounter
 
@@ -26,47 +42,124 @@ from .models import ChordPart
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _INSERT_PART = (
     f"INSERT INTO {ChordPart._meta.db_table} (group_id, task_id, state, created_at) "
     "VALUES (%s, %s, %s, CURRENT_TIMESTAMP) ON CONFLICT (group_id, task_id) DO NOTHING RETURNING id"
 )
 _COUNT_DOWN = f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 WHERE group_id = %s RETURNING count"
 
+# In the thread running a task (prefork child or pool thread), where its result writes happen:
+# (task id, monotonic time after which they stop waiting for the database). Per thread, not
+# per task id: a retry can run on another thread while its previous run still writes.
+_running = threading.local()
+
+
+@signals.task_prerun.connect(dispatch_uid="tasks_admin.backend.write_deadline")
+def _set_write_deadline(task_id: str, task, **kw) -> None:
+    soft = (task.request.timelimit or (None, None))[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    # Leave the rest of the bookkeeping (each write then tried once) time to end before the soft limit does.
+    _running.task = (task_id, time.monotonic() + soft - max(0.5, soft / 10)) if soft else None
+
+
+@signals.task_postrun.connect(dispatch_uid="tasks_admin.backend.forget_deadline")
+def _forget_write_deadline(task_id: str, **kw) -> None:
+    _running.task = None
+
+
+def _write_deadline(task_id: str | None) -> float:
+    running = getattr(_running, "task", None)
+    if task_id and running and running[0] == task_id:
+        return running[1]
+    return time.monotonic() + settings.RESULT_WRITE_RETRY_SECONDS
+
 
 class ShopDatabaseBackend(DatabaseBackend):
     def exception_safe_to_retry(self, exc: Exception) -> bool:
+        """For Celery's own retry loop (reads): an unreachable database is worth another try."""
         if isinstance(exc, OperationalError) or type(exc).__name__ == "OperationalError":
             connection.close()  # reconnect on the next attempt
             return True
         return super().exception_safe_to_retry(exc)
 
+    def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+        encoded = self.encode_result(result, state)
+        # By position, as Celery calls it: django-celery-results names the parameters differently.
+        self._write(
+            f"store the {state} result of task {task_id}",
+            task_id,
+            lambda: self._store_result(task_id, encoded, state, traceback, request=request, **kwargs),
+        )
+        return encoded
+
+    def apply_chord(self, header_result_args, body, **kwargs) -> None:
+        """Create the chord's counter once (ON CONFLICT DO NOTHING)."""
+        header_result = header_result_args
+        if not isinstance(header_result, GroupResult):
+            header_result = self.app.GroupResult(*header_result_args)
+        results = [r.as_tuple() for r in header_result]
+        counter = ChordCounter(
+            group_id=header_result.id, sub_tasks=json.dumps(results), count=body.get("chord_size") or len(results)
+        )
+        task = self.app.current_worker_task
+        created = self._write(
+            f"create the counter of chord {header_result.id}",
+            task.request.id if task else None,
+            lambda: ChordCounter.objects.bulk_create([counter], ignore_conflicts=True),
+        )
+        if created is None:
+            logger.warning("Chord %s has no counter: the stuck-workflow recovery sends its callback", header_result.id)
+
     def on_chord_part_return(self, request, state: str, result, **kwargs) -> None:
         group_id, task_id = request.group, request.id
         if not group_id or not task_id:
             return
+        outcome = self._write(
+            f"count {task_id} in chord {group_id}", task_id, lambda: self._count_part(group_id, task_id, state)
+        )
+        if outcome is None:
+            logger.warning("Chord %s: %s not counted; the stuck-workflow recovery finishes it", group_id, task_id)
+        elif outcome == 0:
+            self._fire(request, group_id)
+
+    def _count_part(self, group_id: str, task_id: str, state: str) -> int | str:
+        """Record a header task's report once; the count left, or a reason it did not count."""
         db = router.db_for_write(ChordCounter)
         with transaction.atomic(using=db), connection.cursor() as cursor:
             cursor.execute(_INSERT_PART, [group_id, task_id, state])
             if cursor.fetchone() is None:
                 logger.warning("Chord %s: %s reported twice; counted once", group_id, task_id)
-                return
+                return "reported before"
             cursor.execute(_COUNT_DOWN, [group_id])
             row = cursor.fetchone()
+            if row is None:  # a late duplicate: keep no part of a chord that is gone
+                transaction.set_rollback(True, using=db)
         if row is None:
             logger.warning("Chord %s: no counter (already fired or cleaned up)", group_id)
-            return
-        if row[0] == 0:
-            self._fire(request, group_id)
+            return "no counter"
+        return row[0]
 
     def _fire(self, request, group_id: str) -> None:
         """The last header task reported: call the callback, or its error callbacks."""
         callback = maybe_signature(request.chord, app=self.app)
-        failed = (
-            ChordPart.objects.filter(group_id=group_id).exclude(state=states.SUCCESS).values_list("task_id", flat=True)
+        failed = self._write(
+            f"read the reports of chord {group_id}",
+            request.id,
+            lambda: list(
+                ChordPart.objects.filter(group_id=group_id)
+                .exclude(state=states.SUCCESS)
+                .values_list("task_id", flat=True)[:1]
+            ),
         )
-        culprit = next(iter(failed), None)
-        if culprit is not None:
-            self.chord_error_from_stack(callback, ChordError(f"Dependency {culprit} failed"))
+        if failed is None:
+            logger.warning("Chord %s complete but not fired: the stuck-workflow recovery sends it", group_id)
+            return
+        if failed:
+            try:  # chord_error_from_stack records the traceback of the exception being handled
+                raise ChordError(f"Dependency {failed[0]} failed")
+            except ChordError as exc:
+                self.chord_error_from_stack(callback, exc)
         elif callback.immutable:
             callback.delay()
         else:
@@ -77,3 +170,38 @@ class ShopDatabaseBackend(DatabaseBackend):
             ChordPart.objects.filter(group_id=group_id).delete()
         except DatabaseError:  # left for tasks_admin.cleanup to remove
             logger.warning("Chord %s fired; could not delete its counter", group_id, exc_info=True)
+
+    def _write(self, what: str, task_id: str | None, write: Callable[[], T]) -> T | None:
+        """`write()`, retried with backoff and jitter while the database is unreachable, until
+        the task's write deadline; then logged and given up (None) instead of raising."""
+        deadline = _write_deadline(task_id)
+        attempt = 0
+        while True:
+            try:
+                return write()
+            except (OperationalError, InterfaceError) as exc:
+                if connection.in_atomic_block:
+                    raise  # the caller's transaction is lost: it must fail as a whole
+                connection.close()  # reconnect on the next attempt
+                attempt += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning("Could not %s (database unavailable, %d attempts): %s", what, attempt, exc)
+                    return None
+                pause = get_exponential_backoff_interval(
+                    self.base_sleep_between_retries_ms, attempt, self.max_sleep_between_retries_ms, True
+                )
+                try:
+                    time.sleep(min(pause / 1000, remaining))
+                except SoftTimeLimitExceeded:
+                    return self._out_of_time(what, task_id)
+            except SoftTimeLimitExceeded:
+                return self._out_of_time(what, task_id)
+
+    def _out_of_time(self, what: str, task_id: str | None) -> None:
+        """The soft time limit struck while a write waited: the task's later writes are tried once."""
+        running = getattr(_running, "task", None)
+        if task_id and running and running[0] == task_id:
+            _running.task = (task_id, 0.0)
+        logger.warning("Could not %s before the soft time limit", what)
+        return None

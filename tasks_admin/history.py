@@ -173,9 +173,14 @@ def record_failure(sender, task_id: str, exception: BaseException, **kw) -> None
 
 
 @signals.task_retry.connect(dispatch_uid="tasks_admin.record_retry")
-def record_retry(request, reason: BaseException, **kw) -> None:
-    error = getattr(reason, "exc", None) or reason  # Retry wraps the error that caused it
-    fields = {"exception_type": type(error).__name__, "exception_message": str(error)[:2000]}
+def record_retry(request, reason: BaseException | None = None, **kw) -> None:
+    # No reason when the worker cancels a running task itself (broker connection lost,
+    # cold shutdown): the scenario that restarts Redis found this handler raising there.
+    error = getattr(reason, "exc", None) or reason or "cancelled by Celery"  # Retry wraps the error that caused it
+    fields = {
+        "exception_type": type(error).__name__ if reason is not None else "Retry",
+        "exception_message": str(error)[:2000],
+    }
     _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))
 
 

@@ -7,13 +7,18 @@ FAULT_PAUSE_AFTER="module:attr.path,..."  the first call (cluster-wide) of each 
 FAULT_KILL_CHILD="module:attr.path"  the pool process running the target kills itself with
     SIGKILL (as the OOM killer would) when the order's customer name contains POISON (every
     time) or KILLONCE (the first time for that order).
+FAULT_DUPLICATE_PUBLISH="task.name,..."  every message published for these tasks is
+    published a second time, byte for byte (a duplicate delivery).
 """
+
 import os
 import signal
 import time
 from functools import wraps
 from importlib import import_module
 from pathlib import Path
+
+from celery import current_app, signals
 
 
 def _dir() -> Path:
@@ -70,3 +75,24 @@ for _target in filter(None, os.environ.get("FAULT_PAUSE_AFTER", "").split(",")):
     _patch(_target, _pause_after(_target, float(os.environ.get("FAULT_PAUSE_SECONDS", "3"))))
 for _target in filter(None, os.environ.get("FAULT_KILL_CHILD", "").split(",")):
     _patch(_target, _kill_child)
+
+
+_DUPLICATED = set(filter(None, os.environ.get("FAULT_DUPLICATE_PUBLISH", "").split(",")))
+_outgoing: dict[str, dict] = {}
+
+
+@signals.before_task_publish.connect
+def _remember(sender, headers, properties, **kwargs):
+    if sender in _DUPLICATED and not headers.get("retries"):
+        _outgoing[headers["id"]] = properties
+
+
+@signals.after_task_publish.connect
+def _publish_again(sender, body, exchange, routing_key, headers, **kwargs):
+    properties = _outgoing.pop(headers["id"], None)
+    if properties is None:
+        return
+    with current_app.producer_or_acquire() as producer:
+        producer.publish(
+            body, exchange=exchange, routing_key=routing_key, headers=headers, serializer="json", **properties
+        )

@@ -1,6 +1,13 @@
-"""A local HTTP SMS gateway for tests: records every request and answers as scripted."""
+"""A local HTTP SMS gateway for tests: records every request and answers as scripted.
+
+Like a real gateway it honours Idempotency-Key: a key it already delivered is answered
+200 with the first message id and is not delivered again (recorded with `repeat=True`).
+Besides `script()`, it can be put in a mode — random 5xx, slow replies, rate limiting —
+and refuse given numbers, for the failure-injection suite.
+"""
 
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +21,22 @@ class SmsRequest:
     idempotency_key: str
     authorization: str
     status: int
+    at: float = field(default_factory=time.time)  # when the gateway received it
+    repeat: bool = False  # an Idempotency-Key already delivered: answered, not delivered again
+    message_id: str = ""
+    retry_after: float | None = None  # the Retry-After it was answered with
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the gateway answers requests nothing was scripted for."""
+
+    kind: str = "healthy"  # healthy | random | slow | rate_limit
+    rate: float = 0.0
+    status: int = 200
+    delay: float = 0.0
+    retry_after: float = 0.0
+    limit: int = 0
 
 
 @dataclass
@@ -30,26 +53,32 @@ class FakeSmsGateway:
         self._lock = threading.Lock()
         self._script: list[Reply] = []
         self.requests: list[SmsRequest] = []
+        self._mode = Mode()
+        self._random = random.Random(0)
+        self._delivered: dict[str, str] = {}  # Idempotency-Key → the message id it was delivered as
+        self._refused: dict[str, int] = {}  # number → the 4xx it gets
+        self._window: tuple[float, int] = (0.0, 0)  # rate limit: window start, deliveries in it
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                reply = gateway._next_reply()
+                request = SmsRequest(
+                    to=payload["to"],
+                    body=payload["body"],
+                    idempotency_key=self.headers.get("Idempotency-Key", ""),
+                    authorization=self.headers.get("Authorization", ""),
+                    status=200,
+                )
+                reply, recorded = gateway._answer(request)
                 if reply.delay:
                     time.sleep(reply.delay)
-                with gateway._lock:
-                    gateway.requests.append(
-                        SmsRequest(
-                            to=payload["to"],
-                            body=payload["body"],
-                            idempotency_key=self.headers.get("Idempotency-Key", ""),
-                            authorization=self.headers.get("Authorization", ""),
-                            status=reply.status,
-                        )
-                    )
-                    message_id = f"fake-{len(gateway.requests)}"
-                body = json.dumps({"id": message_id} if reply.status < 300 else {"error": "scripted"}).encode()
+                if not recorded:  # scripted: recorded once its delay is over, as it always was
+                    with gateway._lock:
+                        gateway._record_locked(request, reply)
+                message_id = request.message_id
+                error = "scripted" if not recorded else f"error {reply.status}"
+                body = json.dumps({"id": message_id} if reply.status < 300 else {"error": error}).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
@@ -84,10 +113,80 @@ class FakeSmsGateway:
     def reset(self) -> None:
         with self._lock:
             self._script, self.requests = [], []
+            self._mode, self._delivered, self._refused = Mode(), {}, {}
 
-    def _next_reply(self) -> Reply:
+    def healthy(self) -> None:
+        """Answer 200 again (scripted replies and refused numbers still apply)."""
+        self._set_mode(Mode())
+
+    def fail_randomly(self, rate: float, status: int = 503, seed: int = 0) -> None:
+        """Answer `status` to a share `rate` of requests, chosen by a generator seeded with `seed`."""
         with self._lock:
-            return self._script.pop(0) if self._script else Reply()
+            self._random = random.Random(seed)
+        self._set_mode(Mode("random", rate=rate, status=status))
+
+    def slow(self, delay: float) -> None:
+        """Deliver each message on receipt but answer only after `delay` seconds: a client with a
+        shorter timeout gives up on a message that was sent."""
+        self._set_mode(Mode("slow", delay=delay))
+
+    def rate_limit(self, retry_after: float, limit: int = 1) -> None:
+        """Deliver at most `limit` messages per `retry_after` seconds; answer the others 429 with
+        Retry-After: `retry_after`."""
+        self._set_mode(Mode("rate_limit", retry_after=retry_after, limit=limit))
+
+    def refuse(self, to: str, status: int = 400) -> None:
+        """Answer every message to `to` with `status` (an invalid number, a blocked recipient)."""
+        with self._lock:
+            self._refused[to] = status
+
+    def _set_mode(self, mode: Mode) -> None:
+        with self._lock:
+            self._mode, self._window = mode, (0.0, 0)
+
+    def _answer(self, request: SmsRequest) -> tuple[Reply, bool]:
+        """The reply to `request`, and whether it was recorded on receipt (else: after its delay)."""
+        with self._lock:
+            if self._script:
+                return self._script.pop(0), False
+            reply = self._mode_reply(request)
+            self._record_locked(request, reply)
+            return reply, True
+
+    def _mode_reply(self, request: SmsRequest) -> Reply:
+        """(Holding the lock.)"""
+        if request.idempotency_key in self._delivered:
+            request.repeat = True
+            return Reply()
+        if request.to in self._refused:
+            return Reply(status=self._refused[request.to])
+        mode = self._mode
+        if mode.kind == "random" and self._random.random() < mode.rate:
+            return Reply(status=mode.status)
+        if mode.kind == "slow":
+            return Reply(delay=mode.delay)
+        if mode.kind == "rate_limit":
+            started, sent = self._window
+            if time.monotonic() - started >= mode.retry_after:
+                started, sent = time.monotonic(), 0
+            if sent >= mode.limit:
+                self._window = (started, sent)
+                return Reply(status=429, headers={"Retry-After": f"{mode.retry_after:g}"})
+            self._window = (started, sent + 1)
+        return Reply()
+
+    def _record_locked(self, request: SmsRequest, reply: Reply) -> None:
+        """(Holding the lock.) A key is delivered once: only its first 2xx counts."""
+        request.status = reply.status
+        if request.repeat:
+            request.message_id = self._delivered[request.idempotency_key]
+        else:
+            request.message_id = f"fake-{len(self.requests) + 1}"
+            if reply.status < 300 and request.idempotency_key:
+                self._delivered.setdefault(request.idempotency_key, request.message_id)
+        if reply.status == 429 and "Retry-After" in reply.headers:
+            request.retry_after = float(reply.headers["Retry-After"])
+        self.requests.append(request)
 
     def accepted(self, to: str | None = None) -> list[SmsRequest]:
         with self._lock:
@@ -96,3 +195,7 @@ class FakeSmsGateway:
     def received(self, to: str | None = None) -> list[SmsRequest]:
         with self._lock:
             return [r for r in self.requests if to is None or r.to == to]
+
+    def delivered(self, to: str | None = None) -> list[SmsRequest]:
+        """Messages actually delivered: accepted, and not the repeat of a key already delivered."""
+        return [r for r in self.accepted(to) if not r.repeat]

@@ -1,4 +1,5 @@
 """A local SMTP server for tests: records every message it accepts, and can be made slow."""
+
 import asyncio
 import socket
 import threading

@@ -1,5 +1,6 @@
 """Fixtures for the failure-injection suite: every scenario runs the shop as real
 processes against PostgreSQL, its own Redis, a local SMS gateway and SMTP server."""
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from tests.support import require
 
 from . import report as reliability_report
 from .harness import Stack
-
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,6 @@
 """Real processes for the failure-injection suite: a private Redis, gunicorn, workers and
 beat, with local SMS and SMTP providers and a PostgreSQL proxy that can cut the database off."""
+
 import json
 import os
 import select
@@ -190,8 +191,7 @@ class Audit:
             "duplicate e-mails": self.emails_duplicated,
             "duplicate SMS": self.sms_delivered_twice,
             "lost": self.lost,
-            "repeats absorbed by idempotency keys": self.charge_requests_deduplicated
-            + self.sms_requests_deduplicated,
+            "repeats absorbed by idempotency keys": self.charge_requests_deduplicated + self.sms_requests_deduplicated,
         }
 
 
@@ -266,9 +266,10 @@ class Stack:
         self.workers.append(worker.start())
         return worker
 
-    def start_web(self) -> None:
+    def start_web(self, workers: int = 2, threads: int = 8) -> None:
         port = free_port()
-        argv = [str(BIN / "gunicorn"), "shop.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]
+        argv = [str(BIN / "gunicorn"), "shop.wsgi", "--bind", f"127.0.0.1:{port}"]
+        argv += ["--workers", str(workers), "--threads", str(threads)]
         self.web = Process("web", argv, self.env(), self.tmp).start()
         self.processes.append(self.web)
         self.web_url = f"http://127.0.0.1:{port}"
@@ -277,7 +278,7 @@ class Stack:
             try:
                 urllib.request.urlopen(self.web_url + "/api/products/", timeout=2).close()
                 return
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError, TimeoutError):  # a first answer slower than 2 s: ask again
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not start:\n{self.web.log()[-3000:]}") from None
                 time.sleep(0.2)
@@ -336,9 +337,9 @@ class Stack:
         while True:
             close_old_connections()
             open_orders = Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).count()
-            running = settled and WorkflowStep.objects.filter(
-                order_id__in=order_ids, state__in=("STARTED", "RETRY")
-            ).exists()
+            running = (
+                settled and WorkflowStep.objects.filter(order_id__in=order_ids, state__in=("STARTED", "RETRY")).exists()
+            )
             if not open_orders and not running:
                 return
             if time.monotonic() > deadline:
@@ -352,8 +353,9 @@ class Stack:
         orders = list(Order.objects.filter(pk__in=order_ids))
         statuses = Counter(order.status for order in orders)
         charges = Counter(
-            DemoGatewayCharge.objects.filter(idempotency_key__in=[f"order:{o.pk}:charge" for o in orders])
-            .values_list("idempotency_key", flat=True)
+            DemoGatewayCharge.objects.filter(idempotency_key__in=[f"order:{o.pk}:charge" for o in orders]).values_list(
+                "idempotency_key", flat=True
+            )
         )
         charge_requests = sum(
             DemoGatewayCharge.objects.filter(idempotency_key__in=charges).values_list("requests", flat=True)
@@ -369,7 +371,9 @@ class Stack:
         accepted = self.sms.accepted()
         sms_by_key = Counter(r.idempotency_key for r in accepted)
         texts = Counter(
-            (r.to, order.number) for r in {r.idempotency_key: r for r in accepted}.values() for order in orders
+            (r.to, order.number)
+            for r in {r.idempotency_key: r for r in accepted}.values()
+            for order in orders
             if order.number in r.body
         )
         delivered_twice = sum(n - 1 for n in texts.values() if n > 1)

@@ -2,6 +2,7 @@
 
 `python -m tests.reliability.report` writes the table from var/reliability/results.json.
 """
+
 import json
 import sys
 from datetime import UTC, datetime
@@ -21,7 +22,10 @@ def record(scenario: str, figures: dict, faults: str, notes: str = "") -> None:
 
 
 def _duplicates(row: dict) -> str:
-    parts = [f"{row.get(k, 0)} {label}" for k, label in (("duplicate charges", "charges"), ("duplicate e-mails", "e-mails"), ("duplicate SMS", "SMS"))]
+    parts = [
+        f"{row.get(k, 0)} {label}"
+        for k, label in (("duplicate charges", "charges"), ("duplicate e-mails", "e-mails"), ("duplicate SMS", "SMS"))
+    ]
     return ", ".join(parts)
 
 

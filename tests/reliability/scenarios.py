@@ -1,4 +1,7 @@
-"""Orders for the scenarios."""
+"""Orders and faults shared by the scenarios."""
+
+import time
+
 from shop.models import Product
 from tests.factories import make_product
 
@@ -19,3 +22,73 @@ def payloads(product: Product, count: int, name: str = "Customer") -> list[dict]
         }
         for n in range(count)
     ]
+
+
+RECOVERY_TASK = "orders.tasks.recover_stuck_workflows"
+
+
+def schedule_recovery(every_seconds: int = 2) -> None:
+    """The stuck-workflow recovery job on a test clock: every few seconds instead of every 2 min
+    (STUCK_WORKFLOW_MINUTES is 0.1 in the stack), as staff would edit it in the admin."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.update_or_create(
+        name="Recover stuck workflows", defaults={"task": RECOVERY_TASK, "interval": interval, "enabled": True}
+    )
+
+
+def recovered_orders(order_ids: list[str]) -> set[str]:
+    """Numbers of the given orders whose workflow the recovery job sent again, read from the
+    job's own results ({order number: steps sent}) in django-celery-results."""
+    import json
+
+    from django.db import close_old_connections
+    from django_celery_results.models import TaskResult
+
+    from orders.models import Order
+
+    close_old_connections()
+    numbers = set(Order.objects.filter(pk__in=order_ids).values_list("number", flat=True))
+    sent: set[str] = set()
+    for result in TaskResult.objects.filter(task_name=RECOVERY_TASK, status="SUCCESS").values_list("result", flat=True):
+        sent.update(json.loads(result or "{}") or {})
+    return sent & numbers
+
+
+# Each pauses once, right after its effect (charged, texted, counted, confirmed) and before
+# the task is acknowledged: the worst moment to die.
+PAUSE_AFTER = {
+    "payment": "orders.payments:DemoGateway.charge",
+    "SMS": "notifications.sms:HttpSmsProvider.send",
+    "DB update": "orders.services:record_sales",
+    "chord callback": "orders.services:confirm_order",
+}
+PAUSE_ENV = {"FAULT_PAUSE_AFTER": ",".join(PAUSE_AFTER.values()), "FAULT_PAUSE_SECONDS": "3"}
+
+
+def kill_worker_mid_each_step(stack, timeout: float = 150) -> tuple[list[str], float]:
+    """SIGKILL the worker whenever a step pauses after its effect (the stack runs with PAUSE_ENV),
+    and while an e-mail hangs mid-conversation; start a new worker each time. Returns the steps
+    caught at each kill and the monotonic time of the last kill."""
+    stack.smtp.slow_rcpt(3)  # the first e-mail hangs mid-conversation (before DATA)
+    hit: list[str] = []
+    last_kill = time.monotonic()
+    waiting = {**{kind: stack.fault_dir / f"paused-{target}" for kind, target in PAUSE_AFTER.items()}, "e-mail": None}
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        caught = [
+            kind
+            for kind, marker in waiting.items()
+            if (marker.exists() if marker else stack.smtp.rcpt_waiting.is_set())
+        ]
+        if caught:
+            stack.kill_worker(stack.workers[0])
+            last_kill = time.monotonic()
+            hit.append(" + ".join(caught))
+            for kind in caught:
+                del waiting[kind]
+            stack.start_worker()
+        time.sleep(0.05)
+    assert not waiting, f"never caught mid-step: {sorted(waiting)}"
+    return hit, last_kill

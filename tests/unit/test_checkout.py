@@ -263,3 +263,13 @@ def test_the_database_refuses_negative_stock():
         Product.objects.filter(pk=mug.pk).update(stock=F("stock") - 4)
 
     assert stock_of(mug) == [3]
+
+
+def test_an_order_too_large_for_the_books_is_refused_and_nothing_is_reserved():
+    products = [make_product(price="99999999.99", stock=200) for _ in range(2)]
+
+    with pytest.raises(CheckoutError, match="too large"):
+        place([(products[0].sku, 100), (products[1].sku, 100)])
+
+    assert stock_of(*products) == [200, 200]
+    assert_nothing_recorded()

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
+from django.db import OperationalError
 from django.utils import timezone
 
 from notifications import email, services
@@ -208,6 +209,26 @@ def test_a_transient_email_error_leaves_it_pending_and_a_retry_sends_it(provider
     assert len(mail.outbox) == 1
     notification = stored("k")
     assert (notification.status, notification.attempts, notification.error) == (Notification.Status.SENT, 2, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_email_the_server_took_is_recorded_as_sent_through_a_database_blip(monkeypatch):
+    # Raising instead would retry the task, and the retry would send it again once the lease lapsed.
+    update, failed = services._update, []
+
+    def unreachable_twice(notification: Notification, **fields) -> None:
+        if fields.get("status") == Notification.Status.SENT and len(failed) < 2:
+            failed.append(fields)
+            raise OperationalError("server closed the connection unexpectedly")
+        update(notification, **fields)
+
+    monkeypatch.setattr(services, "_update", unreachable_twice)
+    send_email(key="k")
+    send_email(key="k")  # the task delivered again
+
+    assert len(failed) == 2
+    assert len(mail.outbox) == 1
+    assert stored("k").status == Notification.Status.SENT
 
 
 def held_lease(key: str, channel: str, recipient: str, *, until) -> Notification:

@@ -1,0 +1,53 @@
+"""2. A pool child killed the OOM killer's way: redelivered a bounded number of times, then a dead letter."""
+
+from celery import states
+
+from orders.models import Order
+from tasks_admin.models import DeadLetter, TaskRecord
+
+from .scenarios import payloads, stock_up
+
+MAX_RETRIES = 3
+POISONED, KILLED_ONCE, ORDERS = 5, 5, 50
+
+
+def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_number_of_runs(make_stack, record):
+    stack = make_stack(
+        env={"FAULT_KILL_CHILD": "orders.services:send_confirmation_sms", "TASK_MAX_RETRIES": str(MAX_RETRIES)}
+    )
+    stack.start(workers=1)
+    product = stock_up()
+    orders = (
+        payloads(product, POISONED, name="POISON")
+        + payloads(product, KILLED_ONCE, name="KILLONCE")[:KILLED_ONCE]
+        + payloads(product, ORDERS - POISONED - KILLED_ONCE, name="Customer")
+    )
+    for n, payload in enumerate(orders):  # distinct contact details across the three groups
+        payload["customer"].update(email=f"oom{n}@example.com", phone=f"+4479462{n:05d}")
+    order_ids = stack.place_orders(orders)
+
+    stack.wait_until_final(order_ids, timeout=180)
+
+    audit = stack.audit(order_ids)
+    by_name = {o.customer_name: o for o in Order.objects.filter(pk__in=order_ids)}
+    poisoned = [o for name, o in by_name.items() if name.startswith("POISON")]
+    killed_once = [o for name, o in by_name.items() if name.startswith("KILLONCE")]
+    sms_records = {
+        r.order_id: r for r in TaskRecord.objects.filter(order_id__in=order_ids, task_name__endswith="confirmation_sms")
+    }
+    letters = DeadLetter.objects.filter(order_id__in=[o.pk for o in poisoned])
+    runs = sorted(sms_records[o.pk].attempts for o in poisoned)
+    record(
+        "2. pool child killed (OOM)",
+        audit.figures(),
+        faults=f"SIGKILL of the pool process in the SMS step: every run for {POISONED} orders, "
+        f"the first run for {KILLED_ONCE}",
+        notes=f"poisoned SMS tasks ran {runs[0]}–{runs[-1]} times (cap: 1 + {MAX_RETRIES} retries), then became "
+        f"dead letters ({letters.count()}, WorkerLostError) and their orders failed; the rest confirmed",
+    )
+    assert audit.confirmed == ORDERS - POISONED
+    assert {o.status for o in poisoned} == {Order.Status.FAILED}
+    assert runs == [MAX_RETRIES + 1] * POISONED  # bounded: never an endless loop
+    assert sorted(letters.values_list("exception_type", flat=True)) == ["WorkerLostError"] * POISONED
+    assert all(sms_records[o.pk].state == states.SUCCESS and sms_records[o.pk].attempts == 2 for o in killed_once)
+    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
