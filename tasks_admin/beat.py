@@ -60,6 +60,7 @@ class SingletonDatabaseScheduler(DatabaseScheduler):
         self.lease_seconds = settings.BEAT_LOCK_SECONDS
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leader: bool | None = None  # None: not asked yet
+        self.closed = False
         super().__init__(*args, **kwargs)
 
     @property
@@ -68,6 +69,11 @@ class SingletonDatabaseScheduler(DatabaseScheduler):
         return min(self.max_interval, self.lease_seconds / 3)
 
     def tick(self, *args, **kwargs) -> float:
+        if self.closed:
+            # Celery's SIGTERM handler closes the scheduler, then raises SystemExit wherever beat
+            # is; raised inside a publish, kombu turns it into an error that beat only logs, and
+            # beat would carry on, taking the lease again. Exit as the signal meant.
+            raise SystemExit(0)
         if not self._hold_lease():
             return self.renew_every
         return min(super().tick(*args, **kwargs), self.renew_every)
@@ -91,6 +97,7 @@ class SingletonDatabaseScheduler(DatabaseScheduler):
 
     def close(self) -> None:
         """Save the schedule, then release the lease so that another beat takes over at once."""
+        self.closed = True
         try:
             super().close()
         finally:

@@ -115,6 +115,18 @@ def test_a_clean_shutdown_releases_the_lease_at_once(schedulers, hourly_task_due
     assert SchedulerLock.objects.get().owner == second.owner
 
 
+def test_a_closed_scheduler_exits_instead_of_taking_the_lease_again(schedulers, hourly_task_due):
+    # SIGTERM mid-publish: Celery's handler closes the scheduler, but its SystemExit is lost.
+    scheduler = schedulers()
+    scheduler.tick()
+    scheduler.close()
+
+    with pytest.raises(SystemExit):
+        scheduler.tick()
+    assert not SchedulerLock.objects.exists()
+    assert scheduler.sent == ["hourly"]
+
+
 def test_a_beat_waits_at_most_a_third_of_the_lease_between_ticks(schedulers):
     scheduler = schedulers()
 
