@@ -1,23 +1,26 @@
 """Celery base tasks: retries with backoff and jitter, and the step record on the order.
 
-A workflow step task records on its WorkflowStep row when it starts, retries,
-succeeds or fails — from inside the task, before Celery sends any error callback,
-so the failure handler always sees which step failed and why.
+A workflow step task records on its WorkflowStep row when it starts, retries, succeeds
+or fails. Start and success are written with the worker's next batch
+(tasks_admin/writebehind.py): nothing waits for them, and a step run again does nothing
+twice, as every service guards its effect with a business key. A retry or failure is
+written at once, from inside the task, before Celery sends any error callback, so the
+failure handler always sees which step failed and why.
 """
 
 import logging
 import random
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 
 from billiard.exceptions import WorkerLostError
 from celery import Task, signals, states
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from shop.errors import TransientProviderError
+from tasks_admin import writebehind
 
 from .models import WorkflowStep
 
@@ -76,38 +79,32 @@ class OrderTask(RetryingTask):
     order_argument = 0
 
 
+_steps = writebehind.Table(
+    "workflow step",
+    lambda rows: writebehind.update_rows(WorkflowStep, ("order_id", "name"), rows, additive=("attempts",)),
+    additive=("attempts",),
+)
+
+
 class WorkflowStepTask(OrderTask):
-    """A step of the order workflow. Its name is the step's name; its one argument the order id.
+    """A step of the order workflow. Its name is the step's name; its one argument the order id."""
 
-    A step that already succeeded returns at once: a duplicate or redelivered
-    message re-runs nothing.
-    """
-
-    # A step whose effect is only in the database commits it with its SUCCESS record. Found by
-    # the Redis-restart scenario: a worker cut off between the two, its message lost with the
-    # broker's contents, left a confirmed order whose confirm_order step showed running forever.
-    atomic = False
+    # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
+    # with the worker's next batch (tasks_admin/backend.py).
+    batch_result = True
 
     @property
     def step(self) -> str:
         return self.name.rpartition(".")[2]
 
     def attempt(self, order_id: str):
-        started = WorkflowStep.objects.filter(order_id=order_id, name=self.step).exclude(state=states.SUCCESS)
-        fields = {
-            "state": states.STARTED,
-            "attempts": F("attempts") + 1,
-            "started_at": timezone.now(),
-            "finished_at": None,
-        }
+        key = (str(order_id), self.step)
+        started = {"state": states.STARTED, "attempts": 1, "started_at": timezone.now(), "finished_at": None}
         if self.request.id:  # absent when the task's function is called directly
-            fields["task_id"] = self.request.id
-        if not started.update(**fields):
-            logger.info("%s for order %s already succeeded; nothing to do", self.step, order_id)
-            return None
-        with transaction.atomic() if self.atomic else nullcontext():
-            result = self.run(order_id)
-            self._save(order_id, state=states.SUCCESS, finished_at=timezone.now(), error="")
+            started["task_id"] = self.request.id  # a staff retry runs the step under a new id
+        _steps.put(key, **started)
+        result = self.run(order_id)
+        _steps.put(key, state=states.SUCCESS, finished_at=timezone.now(), error="")
         return result
 
     def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
@@ -118,15 +115,12 @@ class WorkflowStepTask(OrderTask):
         # ("connection already closed"), which is not a DatabaseError: escaping from here it
         # failed the task and stopped the order (failure-injection scenario 5).
         with suppress(DatabaseError, InterfaceError):
-            self._save(
-                order_id,
+            _steps.write_now(
+                (str(order_id), self.step),
                 state=state,
                 finished_at=timezone.now() if final else None,
                 error=f"{type(exc).__name__}: {exc}",
             )
-
-    def _save(self, order_id: str, **fields) -> None:
-        WorkflowStep.objects.filter(order_id=order_id, name=self.step).update(**fields)
 
 
 @signals.task_failure.connect(dispatch_uid="orders.record_lost_step")

@@ -18,8 +18,7 @@ def charge_payment(order_id: str) -> str:
     return services.charge_payment(order_id)
 
 
-# atomic: a database-only step commits its effect with its SUCCESS record (orders/steps.py).
-@shared_task(base=WorkflowStepTask, atomic=True)
+@shared_task(base=WorkflowStepTask)
 def create_shipment(order_id: str) -> str:
     return services.create_shipment(order_id)
 
@@ -34,12 +33,12 @@ def send_confirmation_sms(order_id: str) -> int:
     return services.send_confirmation_sms(order_id)
 
 
-@shared_task(base=WorkflowStepTask, atomic=True)
+@shared_task(base=WorkflowStepTask)
 def record_sales(order_id: str) -> bool:
     return services.record_sales(order_id)
 
 
-@shared_task(base=WorkflowStepTask, atomic=True)
+@shared_task(base=WorkflowStepTask)
 def confirm_order(order_id: str) -> bool:
     return services.confirm_order(order_id)
 

@@ -1,5 +1,7 @@
 """Celery configuration, read by shop/celery.py through the CELERY_ namespace."""
 
+import math
+
 from kombu import Queue
 
 from .env import env_float, env_int, env_list, env_str, var_path
@@ -41,6 +43,11 @@ RESULT_WRITE_RETRY_SECONDS = env_float("RESULT_WRITE_RETRY_SECONDS", 5.0)
 # deletes results and task history older than TASK_HISTORY_DAYS in batches instead.
 CELERY_RESULT_EXPIRES = None
 TASK_HISTORY_DAYS = env_int("TASK_HISTORY_DAYS", 7)
+# Inside a worker, task history, step states and the results nothing reads are written in
+# batches every this many seconds (or at this many rows) by a thread of each pool process:
+# tasks_admin/writebehind.py. 0 writes each at once.
+WRITE_BEHIND_SECONDS = env_float("WRITE_BEHIND_SECONDS", 0.2)
+WRITE_BEHIND_MAX_ROWS = env_int("WRITE_BEHIND_MAX_ROWS", 500)
 
 # At-least-once: a message is acknowledged only after its task returns, so a worker
 # that dies mid-task leaves it to be delivered again. Every task is idempotent for this.
@@ -69,6 +76,13 @@ CELERY_TASK_RETRY_ON_WORKER_LOST = True
 # it), so it always waits, bounded by the providers' timeouts (SMS_TIMEOUT, EMAIL_TIMEOUT).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_SOFT_SHUTDOWN_TIMEOUT", 10.0)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True  # also hands back held ETA/retry messages
+
+# Celery's Django fixup closes every database connection before and after each task unless
+# DB_REUSE_MAX is set: a new PostgreSQL connection (and server process) per task, 11% of a
+# worker's time in the benchmark's profile (`python manage.py bench`). Never close them by
+# count; Django's own policy (CONN_MAX_AGE, health checks, a connection that raised) applies
+# after each task instead, as after a request (shop/celery.py).
+CELERY_DB_REUSE_MAX = math.inf
 
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 30)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 60)

@@ -1,8 +1,10 @@
 """Task history: each task is recorded when it is published and followed in the worker.
 
 Signal handlers, connected in every process that loads Django (web, worker, beat):
-publishing inserts a TaskRecord (state PENDING: queued); the worker marks it started,
-finished, failed or revoked. Recording is best effort: a database error is logged and
+publishing inserts a TaskRecord (state PENDING: queued) — unless the sender recorded the
+task already, as the checkout does for a whole order workflow (RECORDED_HEADER); the
+worker marks it started and finished in batches (tasks_admin/writebehind.py), failed,
+retried or revoked at once. Recording is best effort: a database error is logged and
 never stops a task from being sent or run.
 """
 
@@ -15,17 +17,20 @@ from typing import Any
 
 from celery import current_app, signals, states
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
+from . import writebehind
 from .models import TaskRecord
 
 logger = logging.getLogger(__name__)
 
 RETRY_OF_HEADER = "shop_retry_of"
+# Set on a task whose TaskRecord its sender wrote already (orders/workflow.py): publishing it
+# writes nothing.
+RECORDED_HEADER = "shop_recorded"
 
 _started: dict[str, float] = {}  # task id → monotonic start, in the process running it
 
@@ -73,13 +78,15 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
         return  # task message protocol 1: not used by this project
     args, kwargs, embed = body
     task_id, retries = headers["id"], headers.get("retries") or 0
+    if headers.get(RECORDED_HEADER) and not retries:
+        return
     declare = kw.get("declare") or []
     queue = declare[0].name if declare else routing_key
     eta = _datetime(headers.get("eta"))
 
     def write() -> None:
         if retries:  # a retry re-publishes the same task id
-            TaskRecord.objects.filter(task_id=task_id).update(state=states.RETRY, retries=retries, eta=eta)
+            _runs.write_now(task_id, state=states.RETRY, retries=retries, eta=eta)
             return
         retry_of = headers.get(RETRY_OF_HEADER)
         record = TaskRecord(
@@ -109,42 +116,49 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
     _best_effort(write)
 
 
+def _write_runs(rows: dict) -> None:
+    """The batched start and finish of runs; a task no process recorded when it was sent
+    (another app, a shell) gets its record now."""
+    fields = {task_id: {k: v for k, v in row.items() if k != "insert"} for task_id, row in rows.items()}
+    if writebehind.update_rows(TaskRecord, ("task_id",), fields, additive=("attempts",)) == len(rows):
+        return
+    known = set(TaskRecord.objects.filter(task_id__in=list(rows)).values_list("task_id", flat=True))
+    missing = [
+        TaskRecord(task_id=task_id, **{**row["insert"], **fields[task_id]})
+        for task_id, row in rows.items()
+        if task_id not in known and "insert" in row
+    ]
+    TaskRecord.objects.bulk_create(missing, ignore_conflicts=True)
+
+
+_runs = writebehind.Table("task history", _write_runs, additive=("attempts",))
+
+
 @signals.task_prerun.connect(dispatch_uid="tasks_admin.record_started")
 def record_started(task_id: str, task, args, kwargs, **kw) -> None:
     _started[task_id] = time.monotonic()
+    request = task.request
     now = timezone.now()
-
-    def write() -> None:
-        fields = {
-            "state": states.STARTED,
-            "started_at": now,
-            "worker": task.request.hostname or "",
-            "finished_at": None,
-        }
-        if not TaskRecord.objects.filter(task_id=task_id).update(attempts=F("attempts") + 1, **fields):
-            # Sent by a process that does not record (another app, a shell): record it now.
-            request = task.request
-            TaskRecord.objects.bulk_create(
-                [
-                    TaskRecord(
-                        task_id=task_id,
-                        task_name=task.name,
-                        args=encode_arguments(list(args or ())),
-                        kwargs=encode_arguments(kwargs or {}),
-                        queue=(request.delivery_info or {}).get("routing_key") or "",
-                        root_id=request.root_id or "",
-                        parent_id=request.parent_id or "",
-                        group_id=request.group or "",
-                        order_id=_order_id(task.name, tuple(args or ())),
-                        sent_at=now,
-                        attempts=1,
-                        **fields,
-                    )
-                ],
-                ignore_conflicts=True,
-            )
-
-    _best_effort(write)
+    _runs.put(
+        task_id,
+        state=states.STARTED,
+        started_at=now,
+        finished_at=None,
+        worker=request.hostname or "",
+        attempts=1,
+        # Only for a task sent by a process that does not record (another app, a shell).
+        insert={
+            "task_name": task.name,
+            "args": encode_arguments(list(args or ())),
+            "kwargs": encode_arguments(kwargs or {}),
+            "queue": (request.delivery_info or {}).get("routing_key") or "",
+            "root_id": request.root_id or "",
+            "parent_id": request.parent_id or "",
+            "group_id": request.group or "",
+            "order_id": _order_id(task.name, tuple(args or ())),
+            "sent_at": now,
+        },
+    )
 
 
 @signals.task_postrun.connect(dispatch_uid="tasks_admin.record_finished")
@@ -155,7 +169,10 @@ def record_finished(task_id: str, task, state: str | None = None, **kw) -> None:
         fields["state"] = state
     if started is not None:
         fields["runtime"] = round(time.monotonic() - started, 6)
-    _best_effort(lambda: TaskRecord.objects.filter(task_id=task_id).update(**fields))
+    if state in (states.SUCCESS, None):
+        _runs.put(task_id, **fields)
+    else:  # failed or retried: written at once, like the error the failure handler wrote
+        _best_effort(lambda: _runs.write_now(task_id, **fields))
 
 
 @signals.task_failure.connect(dispatch_uid="tasks_admin.record_failure")
@@ -169,7 +186,7 @@ def record_failure(sender, task_id: str, exception: BaseException, **kw) -> None
         "exception_message": str(exception)[:2000],
         "expected_failure": expected,
     }
-    _best_effort(lambda: TaskRecord.objects.filter(task_id=task_id).update(**fields))
+    _best_effort(lambda: _runs.write_now(task_id, **fields))
 
 
 @signals.task_retry.connect(dispatch_uid="tasks_admin.record_retry")
@@ -181,7 +198,7 @@ def record_retry(request, reason: BaseException | None = None, **kw) -> None:
         "exception_type": type(error).__name__ if reason is not None else "Retry",
         "exception_message": str(error)[:2000],
     }
-    _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))
+    _best_effort(lambda: _runs.write_now(request.id, **fields))
 
 
 @signals.worker_ready.connect(dispatch_uid="tasks_admin.restore_revoked")
@@ -205,4 +222,4 @@ def restore_revoked(sender=None, **kw) -> None:
 def record_revoked(request, terminated: bool = False, expired: bool = False, **kw) -> None:
     message = "expired" if expired else ("terminated" if terminated else "revoked")
     fields = {"state": states.REVOKED, "finished_at": timezone.now(), "exception_message": message}
-    _best_effort(lambda: TaskRecord.objects.filter(task_id=request.id).update(**fields))
+    _best_effort(lambda: _runs.write_now(request.id, **fields))

@@ -19,21 +19,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def place(client, payload) -> Order:
     response = client.post("/api/orders/", payload, content_type="application/json")
     assert response.status_code == 202, response.content
+    assert response.json()["status"] == Order.Status.PENDING  # the worker may have started it since
     return Order.objects.get(pk=response.json()["id"])
 
 
 def finished(order: Order, *, notifications: int) -> Order | None:
-    """The order once it reached a final status and its messages were all attempted."""
+    """The order once it reached a final status, its messages were all attempted and its steps
+    recorded (they follow in the worker's next batch: tasks_admin/writebehind.py)."""
     order.refresh_from_db()
     done = order.is_finished and order.notifications.exclude(status="pending").count() >= notifications
-    return order if done else None
+    unrecorded = order.steps.exclude(state=states.SUCCESS) if order.status == Order.Status.CONFIRMED else None
+    running = order.steps.filter(state__in=(states.STARTED, states.RETRY))
+    return order if done and not (unrecorded and unrecorded.exists()) and not running.exists() else None
 
 
 def test_checkout_to_confirmed_sends_one_email_one_sms_and_records_sales(worker, client, sms_gateway, mail_dir):
     product = make_product(stock=5, price="10.00")
     payload = order_payload((product, 2))
     order = place(client, payload)
-    assert order.status == Order.Status.PENDING
 
     wait_for(lambda: finished(order, notifications=2), message="order confirmed")
 
@@ -55,6 +58,7 @@ def test_checkout_to_confirmed_sends_one_email_one_sms_and_records_sales(worker,
     assert all(s.state == states.SUCCESS and s.attempts == 1 and s.finished_at for s in steps)
     # Every step's task has its row in django-celery-results' table.
     results = TaskResult.objects.filter(task_id__in=[s.task_id for s in steps])
+    wait_for(lambda: results.count() == len(steps), message="the steps' results")
     assert sorted(results.values_list("task_name", flat=True)) == sorted(f"orders.tasks.{s.name}" for s in steps)
     assert set(results.values_list("status", flat=True)) == {states.SUCCESS}
 

@@ -108,11 +108,14 @@ def test_continue_workflow_reruns_the_failed_step_and_the_rest_only(worker, clie
     wait_for(lambda: Order.objects.get(pk=order.pk).status == Order.Status.FAILED, message="order failed")
     wait_for(lambda: order.notifications.filter(channel="email", status="sent").count() == 2, message="emails")
     assert Product.objects.get(pk=product.pk).stock == 3  # released by the failure path
+    # The steps that ran are recorded with the worker's next batch (tasks_admin/writebehind.py).
+    wait_for(lambda: order.steps.filter(state=states.SUCCESS).count() == 4, message="the steps that ran recorded")
     old_sms = order.steps.get(name="send_confirmation_sms")
 
     response = client.post(reverse("admin:orders_order_continue", args=[order.pk]), {"reason": "number fixed"})
     assert response.status_code == 302
     wait_for(lambda: Order.objects.get(pk=order.pk).status == Order.Status.CONFIRMED, message="order confirmed")
+    wait_for(lambda: not order.steps.exclude(state=states.SUCCESS).exists(), message="every step recorded")
 
     steps = {s.name: s for s in order.steps.all()}
     assert steps["send_confirmation_sms"].task_id != old_sms.task_id

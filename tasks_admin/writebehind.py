@@ -1,0 +1,180 @@
+"""Bookkeeping a worker does not wait for, written in batches: task history, workflow step
+states, and the results of tasks whose result nothing reads.
+
+A task's own effect (a charge, a message, a stock count) is committed before the task
+returns, as at-least-once delivery requires. The record of it having run is not needed by
+anything the worker does next, so inside a worker process it is merged per row in memory
+and written by a background thread every WRITE_BEHIND_SECONDS, one statement per table for
+the whole batch: a task that starts and succeeds between two flushes costs one row in one
+UPDATE instead of several statements of its own (the benchmark's database-cost figure).
+
+What this trades: a process killed outright (SIGKILL, OOM) loses the records of its last
+WRITE_BEHIND_SECONDS; the effects are in the database already, and the stuck-workflow
+recovery settles the steps of orders that finished meanwhile. Failures, retries and revokes
+are written at once (`write_now`), after whatever is pending for the same row, so that a
+late flush never overwrites them. Outside a worker (web, beat, shell, unit tests) every
+write happens at once.
+"""
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Hashable
+from contextlib import nullcontext
+from typing import Any
+
+from celery import signals
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db.models import Model
+
+logger = logging.getLogger(__name__)
+
+Rows = dict[Hashable, dict[str, Any]]
+MAX_PENDING_ROWS = 50_000  # per table; past it (a long database outage) the oldest records are dropped
+
+# One lock per process orders the flusher's writes with the ones written at once.
+_lock = threading.RLock()
+_tables: list["Table"] = []
+_enabled_pid: int | None = None  # the worker process that batches; elsewhere writes happen at once
+_flusher: threading.Thread | None = None
+_wake = threading.Event()
+
+
+class Table:
+    """Pending rows of one table, merged by key: later fields win, `additive` ones add up."""
+
+    def __init__(self, name: str, write: Callable[[Rows], None], additive: tuple[str, ...] = ()) -> None:
+        self.name, self.write, self.additive = name, write, additive
+        self._rows: Rows = {}
+        _tables.append(self)
+
+    def put(self, key: Hashable, **fields: Any) -> None:
+        """Record `fields` for the row `key`: batched in a worker, written at once elsewhere
+        (best effort: an error is logged, and a caller's transaction stays usable)."""
+        if not _batching():
+            try:
+                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                    self.write({key: fields})
+            except (DatabaseError, InterfaceError):
+                logger.warning("Could not write a %s record", self.name, exc_info=True)
+            return
+        with _lock:
+            self._merge(key, fields)
+            if len(self._rows) >= settings.WRITE_BEHIND_MAX_ROWS:
+                _wake.set()
+
+    def write_now(self, key: Hashable, **fields: Any) -> None:
+        """Write `fields` for the row `key` at once, after anything pending for it, so that no
+        later batch can overwrite them (failures, retries, revokes)."""
+        with _lock:
+            pending = self._rows.pop(key, {})
+            self._rows[key] = pending
+            self._merge(key, fields)
+            self.write({key: self._rows.pop(key)})
+
+    def _merge(self, key: Hashable, fields: dict[str, Any]) -> None:
+        row = self._rows.setdefault(key, {})
+        for name, value in fields.items():
+            row[name] = row.get(name, 0) + value if name in self.additive else value
+
+    def _take(self) -> Rows:
+        rows, self._rows = self._rows, {}
+        return rows
+
+    def _restore(self, rows: Rows) -> None:
+        """Put back a batch that could not be written, under anything recorded since."""
+        newer, self._rows = self._rows, {}
+        for key, fields in rows.items():
+            self._merge(key, fields)
+        for key, fields in newer.items():
+            self._merge(key, fields)
+        while len(self._rows) > MAX_PENDING_ROWS:
+            self._rows.pop(next(iter(self._rows)))
+            logger.warning("%s: too many records waiting for the database; dropped the oldest", self.name)
+
+
+def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, additive: tuple[str, ...] = ()) -> int:
+    """Write many rows' fields in one UPDATE, each column a CASE on the row's key (what
+    Django's bulk_update does on the primary key, here on any unique key, and built as SQL
+    directly: resolving thousands of ORM expressions cost the flusher more than the write).
+    `additive` columns are added to the stored value. Returns how many rows matched."""
+    meta, quote = model._meta, connection.ops.quote_name
+    keys = [quote(meta.get_field(name).column) for name in key_fields]
+    key_params = {
+        key: [
+            meta.get_field(name).get_db_prep_value(part, connection)
+            for name, part in zip(key_fields, key if len(key_fields) > 1 else (key,), strict=True)
+        ]
+        for key in rows
+    }
+    match = " AND ".join(f"{column} = %s" for column in keys)
+    assignments, params = [], []
+    for name in dict.fromkeys(name for fields in rows.values() for name in fields):
+        field = meta.get_field(name)
+        column = quote(field.column)
+        whens = []
+        for key, fields in rows.items():
+            if name in fields:
+                whens.append(f"WHEN {match} THEN %s")
+                params += [*key_params[key], field.get_db_prep_value(fields[name], connection)]
+        if name in additive:
+            assignments.append(f"{column} = {column} + CASE {' '.join(whens)} ELSE 0 END")
+        else:
+            assignments.append(f"{column} = CASE {' '.join(whens)} ELSE {column} END")
+    where = " OR ".join(f"({match})" for _ in rows)
+    params += [param for key in rows for param in key_params[key]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where}", params)
+        return cursor.rowcount
+
+
+def flush() -> None:
+    """Write every pending row now (the flusher's loop, and a process on its way out)."""
+    with _lock:
+        for table in _tables:
+            rows = table._take()
+            if not rows:
+                continue
+            try:
+                table.write(rows)
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("Could not write %d %s records (retried shortly): %s", len(rows), table.name, exc)
+                connection.close()  # reconnect on the next attempt
+                table._restore(rows)
+
+
+def _batching() -> bool:
+    return _enabled_pid == os.getpid()
+
+
+def _run_flusher() -> None:
+    while True:
+        _wake.wait(settings.WRITE_BEHIND_SECONDS)
+        _wake.clear()
+        flush()
+
+
+def _start_batching(task=None, **kwargs) -> None:
+    """From this process's first task on: batch, with a flusher thread (and its own
+    database connection). Runs where tasks run: a prefork pool process, or the worker itself
+    for the threads and solo pools."""
+    global _enabled_pid, _flusher
+    if _batching() or settings.WRITE_BEHIND_SECONDS <= 0 or getattr(task.request, "is_eager", False):
+        return
+    with _lock:
+        _enabled_pid = os.getpid()
+        for table in _tables:
+            table._rows = {}  # a forked pool process starts with none of its parent's
+        _flusher = threading.Thread(target=_run_flusher, name="write-behind", daemon=True)
+        _flusher.start()
+
+
+def _stop(**kwargs) -> None:
+    if _batching():
+        flush()
+
+
+signals.task_prerun.connect(_start_batching, weak=False, dispatch_uid="tasks_admin.writebehind.start")
+signals.worker_process_shutdown.connect(_stop, weak=False, dispatch_uid="tasks_admin.writebehind.stop_child")
+signals.worker_shutdown.connect(_stop, weak=False, dispatch_uid="tasks_admin.writebehind.stop_worker")
