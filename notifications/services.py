@@ -6,16 +6,28 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import F, Q
 from django.utils import timezone
 
 from shop.errors import PermanentProviderError, TransientProviderError
+from shop.sql import db_value
 
 from .email import send_email as send_with_django_mail
 from .models import Notification
 from .sms import get_sms_provider
 
 logger = logging.getLogger(__name__)
+
+_TABLE = Notification._meta.db_table
+_CLAIM_COLUMNS = ("idempotency_key", "order_id", "channel", "recipient", "subject", "body", "html_body", "locked_until")
+# Insert the message, or take the lease on it if it is pending and unleased (now: the last %s).
+_CLAIM = (
+    f"INSERT INTO {_TABLE} ({', '.join(_CLAIM_COLUMNS)}, status, attempts, provider_message_id, error, created_at) "
+    f"VALUES ({', '.join(['%s'] * len(_CLAIM_COLUMNS))}, 'pending', 1, '', '', %s) "
+    "ON CONFLICT (idempotency_key) DO UPDATE "
+    f"SET locked_until = EXCLUDED.locked_until, attempts = {_TABLE}.attempts + 1 "
+    f"WHERE {_TABLE}.status = 'pending' AND ({_TABLE}.locked_until IS NULL OR {_TABLE}.locked_until < %s) "
+    "RETURNING id"
+)
 
 
 def send_email(
@@ -43,32 +55,31 @@ def reopen_failed(order_id: str) -> int:
 
 
 def _record(key: str, channel: str, recipient: str, body: str, **fields) -> Notification:
-    notification, _ = Notification.objects.get_or_create(
-        idempotency_key=key, defaults={"channel": channel, "recipient": recipient, "body": body, **fields}
+    """The message under `key`, created if new and leased for sending if it may be sent now
+    (pending, and no lease held): one statement, the one a delivery always makes."""
+    now = timezone.now()
+    notification = Notification(
+        idempotency_key=key, channel=channel, recipient=recipient, body=body, attempts=1, **fields
     )
+    notification.locked_until = now + _lease()
+    values = [db_value(Notification, name, getattr(notification, name)) for name in _CLAIM_COLUMNS]
+    with connection.cursor() as cursor:
+        at = db_value(Notification, "created_at", now)
+        cursor.execute(_CLAIM, [*values, at, at])
+        row = cursor.fetchone()
+    if row is None:  # sent, refused, or being sent by another worker right now
+        return Notification.objects.get(idempotency_key=key)
+    notification.pk, notification.claimed = row[0], True
     return notification
 
 
 def _deliver(notification: Notification, send) -> Notification:
-    if notification.status == Notification.Status.SENT:
-        return notification
-    if notification.status == Notification.Status.FAILED:
-        raise PermanentProviderError(notification.error or "The provider refused this message.")
-
-    now = timezone.now()
-    lease = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
-    claimed = (
-        Notification.objects.filter(pk=notification.pk, status=Notification.Status.PENDING)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(locked_until=now + lease, attempts=F("attempts") + 1)
-    )
-    if not claimed:
-        notification.refresh_from_db()
+    if not getattr(notification, "claimed", False):
         if notification.status == Notification.Status.SENT:
             return notification
         if notification.status == Notification.Status.FAILED:
             raise PermanentProviderError(notification.error or "The provider refused this message.")
-        raise TransientProviderError("Another worker is sending this message.", retry_after=lease.total_seconds())
+        raise TransientProviderError("Another worker is sending this message.", retry_after=_lease().total_seconds())
 
     try:
         provider_message_id = send()
@@ -78,8 +89,14 @@ def _deliver(notification: Notification, send) -> Notification:
     except Exception as exc:  # transient, or a bug: release the lease so a retry can send
         _update(notification, error=str(exc), locked_until=None)
         raise
-    _record_sent(notification, provider_message_id, wait=2 * lease.total_seconds())
+    _record_sent(notification, provider_message_id, wait=2 * _lease().total_seconds())
     return notification
+
+
+def _lease() -> timedelta:
+    """How long a delivery holds a message: past the task's hard time limit, so a duplicate
+    delivery of the task waits rather than sending while the first may still be sending."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
 
 
 def _record_sent(notification: Notification, provider_message_id: str, wait: float) -> None:

@@ -1,4 +1,5 @@
-"""Periodic upkeep of orders: cancel those left unpaid, send stuck workflows again.
+"""Periodic upkeep of orders: cancel those left unpaid, send stuck workflows again, settle
+the step records a dead worker left behind.
 
 Both jobs may run twice (at-least-once delivery) and beside a worker that is
 progressing the same order, so each order is changed in its own transaction, under
@@ -13,7 +14,7 @@ from datetime import timedelta
 from celery import states
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from notifications import services as notifications
@@ -153,6 +154,7 @@ def recover_stuck_workflows(minutes: int | None = None) -> dict[str, list[str]]:
     from .workflow import continue_workflow  # here: the workflow imports the tasks, which import this module
 
     minutes = settings.STUCK_WORKFLOW_MINUTES if minutes is None else minutes
+    settle_lost_step_records(minutes)
     resent = {}
     for order_id, number in stuck_workflows(minutes).values_list("pk", "number"):
         with transaction.atomic():
@@ -163,3 +165,31 @@ def recover_stuck_workflows(minutes: int | None = None) -> dict[str, list[str]]:
             resent[number] = continue_workflow(str(order_id))
         logger.warning("Order %s was stuck; sent again: %s", number, ", ".join(resent[number]) or "nothing")
     return resent
+
+
+def settle_lost_step_records(minutes: int) -> int:
+    """Record how the steps of finished orders ended where their own record was lost; return
+    how many were settled.
+
+    A worker process killed outright loses the step records it had not yet written
+    (tasks_admin/writebehind.py), and a step of an order that finished meanwhile would show
+    queued or running for ever. A confirmed order ran every step; a step of a stopped order
+    that shows running without news for `minutes` has no end recorded: it is marked failed
+    (continuing the order re-runs it, and its business key keeps that harmless).
+    """
+    cutoff = timezone.now() - timedelta(minutes=minutes)
+    # Orders that finished in the day before the cutoff: older ones were settled by earlier runs.
+    finished = Order.objects.exclude(status__in=Order.ACTIVE_STATUSES).filter(
+        updated_at__range=(cutoff - timedelta(days=1), cutoff)
+    )
+    lost = WorkflowStep.objects.filter(order__in=finished).filter(Q(started_at__lt=cutoff) | Q(started_at__isnull=True))
+    succeeded = lost.filter(order__status=Order.Status.CONFIRMED).exclude(state=states.SUCCESS)
+    settled = succeeded.update(state=states.SUCCESS, finished_at=timezone.now())
+    settled += (
+        lost.exclude(order__status=Order.Status.CONFIRMED)
+        .filter(state__in=(states.STARTED, states.RETRY))
+        .update(state=states.FAILURE, finished_at=timezone.now(), error="No record of how this run ended")
+    )
+    if settled:
+        logger.warning("Settled %d step records of finished orders whose worker died before writing them", settled)
+    return settled

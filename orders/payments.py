@@ -8,11 +8,20 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import F
+from django.db import connection
+from django.utils import timezone
 
 from shop.errors import PermanentProviderError
+from shop.sql import db_value
 
 from .models import DemoGatewayCharge
+
+_LEDGER = DemoGatewayCharge._meta.db_table
+_CHARGE_ONCE = (
+    f"INSERT INTO {_LEDGER} (idempotency_key, reference, card_token, amount, requests, created_at) "
+    "VALUES (%s, %s, %s, %s, 1, %s) "
+    f"ON CONFLICT (idempotency_key) DO UPDATE SET requests = {_LEDGER}.requests + 1 RETURNING reference"
+)
 
 
 class InvalidCard(ValueError):
@@ -74,13 +83,19 @@ class DemoGateway:
             time.sleep(self.latency)
         if token.startswith(self._DECLINE_PREFIX):
             raise PaymentDeclined("The card was declined (demo decline card 4000 0000 0000 0002).")
-        charge, created = DemoGatewayCharge.objects.get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={"reference": "ch_demo_" + secrets.token_hex(10), "card_token": token, "amount": amount},
-        )
-        if not created:
-            DemoGatewayCharge.objects.filter(pk=charge.pk).update(requests=F("requests") + 1)
-        return charge.reference
+        # One statement, as a gateway's own ledger would do it: charge a key once, count repeats.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CHARGE_ONCE,
+                [
+                    idempotency_key,
+                    "ch_demo_" + secrets.token_hex(10),
+                    token,
+                    db_value(DemoGatewayCharge, "amount", amount),
+                    db_value(DemoGatewayCharge, "created_at", timezone.now()),
+                ],
+            )
+            return cursor.fetchone()[0]
 
 
 def get_gateway() -> PaymentGateway:

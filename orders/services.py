@@ -6,17 +6,16 @@ conditional UPDATE, a notification key. A retried or redelivered task therefore
 never charges, ships, counts or sends twice.
 """
 
+import base64
 import logging
-import secrets
+import uuid
 
 from celery import states
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from notifications import services as notifications
 from notifications.models import Notification
-from shop.models import Product
 
 from . import messages, stock
 from .models import Order, Payment, Shipment, WorkflowStep
@@ -55,11 +54,15 @@ def charge_payment(order_id: str) -> str:
 
 
 def create_shipment(order_id: str) -> str:
-    """Hand the paid order to the warehouse: one Shipment per order."""
-    shipment, _ = Shipment.objects.get_or_create(
-        order_id=order_id, defaults={"reference": "SH-" + secrets.token_hex(5).upper()}
-    )
-    return shipment.reference
+    """Hand the paid order to the warehouse: one Shipment per order, under a reference derived
+    from the order, so that running this again inserts nothing and returns the same one."""
+    reference = shipment_reference(order_id)
+    Shipment.objects.bulk_create([Shipment(order_id=order_id, reference=reference)], ignore_conflicts=True)
+    return reference
+
+
+def shipment_reference(order_id: str) -> str:
+    return "SH-" + base64.b32encode(uuid.UUID(str(order_id)).bytes).decode().rstrip("=")
 
 
 def record_sales(order_id: str) -> bool:
@@ -69,9 +72,7 @@ def record_sales(order_id: str) -> bool:
             pk=order_id, sales_recorded_at__isnull=True, status__in=Order.ACTIVE_STATUSES
         ).update(sales_recorded_at=timezone.now())
         if claimed:
-            # Product order keeps row locks in one order across concurrent workflows.
-            for product_id, quantity in stock.line_quantities(order_id):
-                Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") + quantity)
+            stock.add_to_products(order_id, "units_sold", +1)
     return bool(claimed)
 
 
@@ -145,8 +146,7 @@ def unrecord_sales(order: Order) -> bool:
     """Take a stopped order's units back out of the sales statistics (call inside a transaction)."""
     claimed = Order.objects.filter(pk=order.pk, sales_recorded_at__isnull=False).update(sales_recorded_at=None)
     if claimed:
-        for product_id, quantity in stock.line_quantities(order.pk):
-            Product.objects.filter(pk=product_id).update(units_sold=F("units_sold") - quantity)
+        stock.add_to_products(order.pk, "units_sold", -1)
     return bool(claimed)
 
 

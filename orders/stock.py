@@ -5,7 +5,7 @@ concurrent transactions lock rows in the same order and never deadlock; the CHEC
 constraint on Product.stock is the last line against overselling.
 """
 
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from shop.models import Product
@@ -27,8 +27,7 @@ def release(order: Order) -> bool:
     """Put an order's reserved units back on sale, once (call inside a transaction)."""
     claimed = Order.objects.filter(pk=order.pk, stock_released_at__isnull=True).update(stock_released_at=timezone.now())
     if claimed:
-        for product_id, quantity in line_quantities(order.pk):
-            Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
+        add_to_products(order.pk, "stock", +1)
     return bool(claimed)
 
 
@@ -43,8 +42,9 @@ def reserve_again(order: Order) -> bool:
     return True
 
 
-def line_quantities(order_id) -> list[tuple[int, int]]:
-    """(product id, quantity) of an order's lines, in product order (the lock order)."""
-    return list(
-        OrderLine.objects.filter(order_id=order_id).order_by("product_id").values_list("product_id", "quantity")
-    )
+def add_to_products(order_id, field: str, sign: int) -> None:
+    """Add (+1) or take back (-1) an order's line quantities to a Product column, in one UPDATE
+    of all its products (an order has one line per product)."""
+    quantity = OrderLine.objects.filter(order_id=order_id, product_id=OuterRef("pk")).values("quantity")[:1]
+    products = Product.objects.filter(pk__in=OrderLine.objects.filter(order_id=order_id).values("product_id"))
+    products.update(**{field: F(field) + Subquery(quantity) * sign})

@@ -6,7 +6,9 @@
 
 with handle_order_failure as the error callback of every step. Each step's task id is
 chosen up front and stored on a WorkflowStep row in the checkout transaction, so the
-order page, the API and the admin follow the workflow from the database.
+order page, the API and the admin follow the workflow from the database. The same
+transaction records the six tasks in the task history: the workers that send them on
+write nothing for that (RECORDED_HEADER).
 """
 
 import logging
@@ -18,7 +20,8 @@ from celery.canvas import Signature
 from django.db import transaction
 
 from notifications import services as notifications
-from tasks_admin.history import RETRY_OF_HEADER
+from tasks_admin import history
+from tasks_admin.history import RECORDED_HEADER, RETRY_OF_HEADER
 
 from . import stock, tasks
 from .errors import WorkflowError
@@ -44,17 +47,24 @@ def create_steps(order: Order) -> list[WorkflowStep]:
 
 
 def build_workflow(
-    order_id: str, task_ids: dict[str, str], skip: Collection[str] = (), replaces: Mapping[str, str] | None = None
+    order_id: str,
+    task_ids: dict[str, str],
+    skip: Collection[str] = (),
+    replaces: Mapping[str, str] | None = None,
+    recorded: bool = False,
 ) -> Signature | None:
     """The canvas for an order, leaving out the steps in `skip` (those that already succeeded).
 
     `replaces` maps a step to the task id it runs again: the task history links the two.
+    `recorded`: its tasks are in the task history already (RECORDED_HEADER).
     """
 
     def signature(task) -> Signature:
         sig = task.si(order_id).set(task_id=task_ids[task.step])
         if replaces and task.step in replaces:
             sig.set(headers={RETRY_OF_HEADER: replaces[task.step]})
+        elif recorded:
+            sig.set(headers={RECORDED_HEADER: True})
         return sig
 
     parts = [signature(task) for task in CHAIN if task.step not in skip]
@@ -68,10 +78,38 @@ def build_workflow(
 
 
 def start_workflow(order: Order) -> None:
-    """Create the order's steps and send its workflow once the surrounding transaction commits."""
+    """Create the order's steps, record their tasks and send the workflow once the surrounding
+    transaction commits."""
     steps = create_steps(order)
-    workflow = build_workflow(str(order.pk), {step.name: step.task_id for step in steps})
-    transaction.on_commit(lambda: publish(order, workflow))
+    task_ids = {step.name: step.task_id for step in steps}
+    workflow = build_workflow(str(order.pk), task_ids, recorded=True)
+    _record(order, task_ids)
+
+    def send() -> None:
+        if not publish(order, workflow):  # nothing was sent: nothing is queued
+            history.forget_planned(task_ids.values())
+
+    transaction.on_commit(send)
+
+
+def _record(order: Order, task_ids: dict[str, str]) -> None:
+    """The workflow's tasks in the history (queued), as the workers would have written them on
+    sending each task (the chord's group id is recorded when its tasks start)."""
+    root = task_ids[CHAIN[0].step]
+    parent = {task.step: previous.step for previous, task in zip(CHAIN, CHAIN[1:], strict=False)}
+    parent |= {task.step: CHAIN[-1].step for task in CHORD_HEADER}
+    history.record_planned(
+        history.PlannedTask(
+            task_id=task_ids[task.step],
+            task_name=task.name,
+            args=[str(order.pk)],
+            order_id=order.pk,
+            root_id=root,
+            parent_id=task_ids[parent[task.step]] if task.step in parent else "",
+            chord_id=task_ids[CHORD_CALLBACK.step] if task in CHORD_HEADER else "",
+        )
+        for task in STEP_TASKS
+    )
 
 
 def continue_workflow(order_id: str) -> list[str]:

@@ -46,7 +46,7 @@ TASK_HISTORY_DAYS = env_int("TASK_HISTORY_DAYS", 7)
 # Inside a worker, task history, step states and the results nothing reads are written in
 # batches every this many seconds (or at this many rows) by a thread of each pool process:
 # tasks_admin/writebehind.py. 0 writes each at once.
-WRITE_BEHIND_SECONDS = env_float("WRITE_BEHIND_SECONDS", 0.2)
+WRITE_BEHIND_SECONDS = env_float("WRITE_BEHIND_SECONDS", 0.5)
 WRITE_BEHIND_MAX_ROWS = env_int("WRITE_BEHIND_MAX_ROWS", 500)
 
 # At-least-once: a message is acknowledged only after its task returns, so a worker

@@ -169,6 +169,9 @@ class ShopDatabaseBackend(DatabaseBackend):
         group_id, task_id = request.group, request.id
         if not group_id or not task_id:
             return
+        if state != states.SUCCESS:
+            self._fail(request, group_id, task_id)
+            return
         outcome = self._write(
             f"count {task_id} in chord {group_id}", task_id, lambda: self._count_part(group_id, task_id, state)
         )
@@ -176,6 +179,21 @@ class ShopDatabaseBackend(DatabaseBackend):
             logger.warning("Chord %s: %s not counted; the stuck-workflow recovery finishes it", group_id, task_id)
         elif outcome == 0:
             self._fire(request, group_id)
+
+    def _fail(self, request, group_id: str, task_id: str) -> None:
+        """A header task failed: the chord fails now. Removing its counter makes this report the
+        only one that calls the error callbacks (a duplicate finds no counter), and keeps the
+        others from counting: the callback never runs."""
+        removed = self._write(
+            f"fail chord {group_id}", task_id, lambda: ChordCounter.objects.filter(group_id=group_id).delete()[0]
+        )
+        if not removed:
+            return
+        _fired_chords.put(group_id)
+        try:  # chord_error_from_stack records the traceback of the exception being handled
+            raise ChordError(f"Dependency {task_id} failed")
+        except ChordError as exc:
+            self.chord_error_from_stack(maybe_signature(request.chord, app=self.app), exc)
 
     def _count_part(self, group_id: str, task_id: str, state: str) -> int | str:
         """Record a header task's report once; the count left, or why it did not count."""
@@ -203,26 +221,9 @@ class ShopDatabaseBackend(DatabaseBackend):
         return row[0]
 
     def _fire(self, request, group_id: str) -> None:
-        """The last header task reported: call the callback, or its error callbacks."""
+        """The last header task reported, every one a success (a failure removes the counter)."""
         callback = maybe_signature(request.chord, app=self.app)
-        failed = self._write(
-            f"read the reports of chord {group_id}",
-            request.id,
-            lambda: list(
-                ChordPart.objects.filter(group_id=group_id)
-                .exclude(state=states.SUCCESS)
-                .values_list("task_id", flat=True)[:1]
-            ),
-        )
-        if failed is None:
-            logger.warning("Chord %s complete but not fired: the stuck-workflow recovery sends it", group_id)
-            return
-        if failed:
-            try:  # chord_error_from_stack records the traceback of the exception being handled
-                raise ChordError(f"Dependency {failed[0]} failed")
-            except ChordError as exc:
-                self.chord_error_from_stack(callback, exc)
-        elif callback.immutable:
+        if callback.immutable:
             callback.delay()
         else:
             counter = ChordCounter.objects.get(group_id=group_id)

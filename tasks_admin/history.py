@@ -12,6 +12,8 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,6 +74,51 @@ def _order_id(task_name: str, args: tuple) -> uuid.UUID | None:
         return None
 
 
+@dataclass(frozen=True)
+class PlannedTask:
+    """A task of a canvas, recorded by its sender before the canvas is sent."""
+
+    task_id: str
+    task_name: str
+    args: list
+    order_id: uuid.UUID | None
+    root_id: str
+    parent_id: str
+    chord_id: str
+
+
+def record_planned(tasks: Iterable[PlannedTask]) -> None:
+    """Record a canvas's tasks as queued, in the caller's transaction, with the routing they
+    will be sent with; send them with RECORDED_HEADER so that publishing writes nothing."""
+    router, now = current_app.amqp.router, timezone.now()
+    records = []
+    for task in tasks:
+        queue = router.route({}, task.task_name)["queue"]
+        records.append(
+            TaskRecord(
+                task_id=task.task_id,
+                task_name=task.task_name,
+                args=encode_arguments(task.args),
+                kwargs={},
+                queue=queue.name,
+                exchange=queue.exchange.name if queue.exchange else "",
+                routing_key=queue.routing_key or "",
+                root_id=task.root_id,
+                parent_id=task.parent_id,
+                chord_id=task.chord_id,
+                order_id=task.order_id,
+                sent_at=now,
+            )
+        )
+    TaskRecord.objects.bulk_create(records)
+
+
+def forget_planned(task_ids: Iterable[str]) -> None:
+    """Remove the records of planned tasks that could not be sent after all (broker down):
+    whoever sends them later records them then."""
+    _best_effort(lambda: TaskRecord.objects.filter(task_id__in=list(task_ids), state=states.PENDING).delete())
+
+
 @signals.before_task_publish.connect(dispatch_uid="tasks_admin.record_published")
 def record_published(sender: str, body, exchange: str, routing_key: str, headers: dict, properties: dict, **kw):
     if not isinstance(body, (list, tuple)) or len(body) != 3:
@@ -87,6 +134,7 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
     def write() -> None:
         if retries:  # a retry re-publishes the same task id
             _runs.write_now(task_id, state=states.RETRY, retries=retries, eta=eta)
+            _count_runs_at_least(task_id, retries)
             return
         retry_of = headers.get(RETRY_OF_HEADER)
         record = TaskRecord(
@@ -139,6 +187,7 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
     _started[task_id] = time.monotonic()
     request = task.request
     now = timezone.now()
+    group = {"group_id": request.group} if request.group else {}  # a chord's, known once sent
     _runs.put(
         task_id,
         state=states.STARTED,
@@ -146,6 +195,7 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
         finished_at=None,
         worker=request.hostname or "",
         attempts=1,
+        **group,
         # Only for a task sent by a process that does not record (another app, a shell).
         insert={
             "task_name": task.name,
@@ -187,6 +237,13 @@ def record_failure(sender, task_id: str, exception: BaseException, **kw) -> None
         "expected_failure": expected,
     }
     _best_effort(lambda: _runs.write_now(task_id, **fields))
+    _best_effort(lambda: _count_runs_at_least(task_id, (sender.request.retries or 0) + 1))
+
+
+def _count_runs_at_least(task_id: str, runs: int) -> None:
+    """A task failing or retried as run `runs` ran at least that often: a pool process killed
+    under it (the OOM killer) took the record of its start with it (tasks_admin/writebehind.py)."""
+    TaskRecord.objects.filter(task_id=task_id, attempts__lt=runs).update(attempts=runs)
 
 
 @signals.task_retry.connect(dispatch_uid="tasks_admin.record_retry")

@@ -28,6 +28,8 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Model
 
+from shop.sql import db_value
+
 logger = logging.getLogger(__name__)
 
 Rows = dict[Hashable, dict[str, Any]]
@@ -103,7 +105,7 @@ def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, add
     keys = [quote(meta.get_field(name).column) for name in key_fields]
     key_params = {
         key: [
-            meta.get_field(name).get_db_prep_value(part, connection)
+            db_value(model, name, part)
             for name, part in zip(key_fields, key if len(key_fields) > 1 else (key,), strict=True)
         ]
         for key in rows
@@ -117,7 +119,7 @@ def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, add
         for key, fields in rows.items():
             if name in fields:
                 whens.append(f"WHEN {match} THEN %s")
-                params += [*key_params[key], field.get_db_prep_value(fields[name], connection)]
+                params += [*key_params[key], db_value(model, name, fields[name])]
         if name in additive:
             assignments.append(f"{column} = {column} + CASE {' '.join(whens)} ELSE 0 END")
         else:

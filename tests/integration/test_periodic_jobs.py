@@ -76,7 +76,7 @@ def test_a_stuck_order_is_sent_again_and_confirmed(worker, mail_dir):
     assert tasks.recover_stuck_workflows.delay().get(timeout=30) == {order.number: WORKFLOW_STEPS}
 
     wait_for(lambda: reload(order).status == Order.Status.CONFIRMED, message="the recovered order confirmed")
-    assert set(order.steps.values_list("state", flat=True)) == {states.SUCCESS}
+    wait_for(lambda: set(order.steps.values_list("state", flat=True)) == {states.SUCCESS}, message="steps recorded")
     assert Product.objects.get(pk=product.pk).units_sold == 1
     wait_for(lambda: mailbox(mail_dir, to="stuck@example.com"), message="the confirmation e-mail")
     # Confirmed: nothing is stuck any more.

@@ -1,5 +1,6 @@
 """Orders and faults shared by the scenarios."""
 
+import re
 import time
 
 from shop.models import Product
@@ -36,6 +37,19 @@ def schedule_recovery(every_seconds: int = 2) -> None:
     PeriodicTask.objects.update_or_create(
         name="Recover stuck workflows", defaults={"task": RECOVERY_TASK, "interval": interval, "enabled": True}
     )
+
+
+def run_recovery(stack, every_seconds: int = 2) -> None:
+    """Beat with the stuck-workflow recovery on a test clock: it also settles the step records a
+    killed pool process took with it (orders/maintenance.py, tasks_admin/writebehind.py)."""
+    schedule_recovery(every_seconds)
+    stack.start_beat()
+
+
+def settled_step_records(stack) -> int:
+    """Step records the recovery job settled, from its log lines in the workers' logs."""
+    logs = "\n".join(worker.log() for worker in stack.workers)
+    return sum(int(n) for n in re.findall(r"Settled (\d+) step records", logs))
 
 
 def recovered_orders(order_ids: list[str]) -> set[str]:

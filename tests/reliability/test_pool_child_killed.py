@@ -5,7 +5,7 @@ from celery import states
 from orders.models import Order
 from tasks_admin.models import DeadLetter, TaskRecord
 
-from .scenarios import payloads, stock_up
+from .scenarios import payloads, run_recovery, settled_step_records, stock_up
 
 MAX_RETRIES = 3
 POISONED, KILLED_ONCE, ORDERS = 5, 5, 50
@@ -16,6 +16,7 @@ def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_
         env={"FAULT_KILL_CHILD": "orders.services:send_confirmation_sms", "TASK_MAX_RETRIES": str(MAX_RETRIES)}
     )
     stack.start(workers=1)
+    run_recovery(stack)
     product = stock_up()
     orders = (
         payloads(product, POISONED, name="POISON")
@@ -43,7 +44,8 @@ def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_
         faults=f"SIGKILL of the pool process in the SMS step: every run for {POISONED} orders, "
         f"the first run for {KILLED_ONCE}",
         notes=f"poisoned SMS tasks ran {runs[0]}–{runs[-1]} times (cap: 1 + {MAX_RETRIES} retries), then became "
-        f"dead letters ({letters.count()}, WorkerLostError) and their orders failed; the rest confirmed",
+        f"dead letters ({letters.count()}, WorkerLostError) and their orders failed; the rest confirmed; the "
+        f"recovery job settled {settled_step_records(stack)} step records the killed processes had not written",
     )
     assert audit.confirmed == ORDERS - POISONED
     assert {o.status for o in poisoned} == {Order.Status.FAILED}

@@ -15,7 +15,7 @@ import pytest
 from tests.support import require
 
 from .harness import Stack
-from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, stock_up
+from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, run_recovery, settled_step_records, stock_up
 
 ORDERS = 50
 
@@ -50,6 +50,7 @@ def test_on_rabbitmq_every_order_confirms_once_when_the_worker_is_killed_mid_ste
     guarantees as Redis when a worker dies mid-step."""
     stack = make_stack(broker_url=rabbitmq_url, env=PAUSE_ENV)
     stack.start(workers=1)
+    run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
 
     hit, last_kill = kill_worker_mid_each_step(stack)
@@ -63,7 +64,8 @@ def test_on_rabbitmq_every_order_confirms_once_when_the_worker_is_killed_mid_ste
         faults=f"{len(hit)} SIGKILLs of the whole worker, mid-step: " + "; ".join(hit),
         notes=f"RabbitMQ {rabbitmq_version()}, classic durable queues: a killed worker's unacknowledged "
         f"messages went to the next worker at once (no visibility timeout); every order final "
-        f"{settled:.1f} s after the last kill",
+        f"{settled:.1f} s after the last kill; the recovery job settled {settled_step_records(stack)} step records "
+        "the killed processes had not written yet",
     )
     assert audit.confirmed == ORDERS, audit
     assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)

@@ -1,6 +1,6 @@
 """1. A worker killed with SIGKILL in the middle of each kind of step."""
 
-from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, stock_up
+from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, run_recovery, settled_step_records, stock_up
 
 ORDERS = 50
 
@@ -8,6 +8,7 @@ ORDERS = 50
 def test_every_order_confirms_once_when_the_worker_is_killed_mid_step(make_stack, record):
     stack = make_stack(env=PAUSE_ENV)
     stack.start(workers=1)
+    run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
 
     hit, _ = kill_worker_mid_each_step(stack)
@@ -18,7 +19,8 @@ def test_every_order_confirms_once_when_the_worker_is_killed_mid_step(make_stack
         "1. worker SIGKILL mid-step",
         audit.figures(),
         faults=f"{len(hit)} SIGKILLs of the whole worker, mid-step: " + "; ".join(hit),
-        notes="killed tasks come back after the visibility timeout (8 s in the test)",
+        notes="killed tasks come back after the visibility timeout (8 s in the test); the recovery job settled "
+        f"{settled_step_records(stack)} step records the killed processes had not written yet",
     )
     assert len(hit) >= 2  # at least two kills, each catching at least one step
     assert audit.confirmed == ORDERS, audit

@@ -35,7 +35,9 @@ def place(product: Product, quantity: int = 1, *, minutes_ago: int = 0, email: s
         items=[(product.sku, quantity)],
         card_number=GOOD_CARD,
     )
-    Order.objects.filter(pk=order.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
+    placed_at = timezone.now() - timedelta(minutes=minutes_ago)
+    Order.objects.filter(pk=order.pk).update(created_at=placed_at)
+    TaskRecord.objects.filter(order=order).update(sent_at=placed_at)  # recorded by the checkout
     return order
 
 

@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   const root = document.getElementById("order");
-  if (!root || root.dataset.finished === "true") return;
+  if (!root) return;  // polled once even when finished: its last step records may be on their way
   const FINISHED = ["confirmed", "failed", "cancelled"];
   const LABELS = { pending: "Pending", processing: "Processing", confirmed: "Confirmed", failed: "Failed", cancelled: "Cancelled" };
 
@@ -35,8 +35,13 @@
     return FINISHED.includes(order.status);
   }
 
+  // Steps are recorded in the worker's next batch, a moment after the order moves on.
   function settled(order) {
-    return order.notifications.every(function (n) { return n.status !== "pending"; });
+    const sent = order.notifications.every(function (n) { return n.status !== "pending"; });
+    const recorded = order.steps.every(function (step) {
+      return order.status === "confirmed" ? step.state === "SUCCESS" : !["STARTED", "RETRY"].includes(step.state);
+    });
+    return sent && recorded;
   }
 
   let delay = 500;
@@ -47,8 +52,8 @@
         const order = await response.json();
         const finished = render(order);
         if (finished && settled(order)) return;
-        // After the order has finished, only a last message may still be on its way.
-        delay = finished ? 3000 : 500;
+        // After the order has finished, only a last message or step record may still be on its way.
+        delay = finished ? 1000 : 500;
       }
     } catch (error) {
       delay = Math.min(delay * 2, 10000);  // back off while the server is unreachable
