@@ -12,6 +12,7 @@ class Notification(models.Model):
         PENDING = "pending"  # not sent yet, or its last attempt hit a transient error
         SENT = "sent"
         FAILED = "failed"  # permanent error: the provider refused it
+        CANCELLED = "cancelled"  # queued, then not to be sent: its order was cancelled first
 
     # The business key, e.g. "order:<id>:confirmation:sms". Delivery checks it first,
     # so a retried or redelivered task never sends the same message again.
@@ -24,7 +25,7 @@ class Notification(models.Model):
     subject = models.CharField(max_length=200, blank=True)
     body = models.TextField()
     html_body = models.TextField(blank=True)
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     # A lease taken before calling the provider: a duplicate delivery of the task
     # arriving while the first is still sending waits instead of sending again.

@@ -1,7 +1,13 @@
-"""Deliver a message at most once per business key, recording every attempt."""
+"""Deliver a message at most once per business key, recording every attempt.
+
+A message is either sent on the spot (`send_email`, `send_sms`: recorded and sent by one
+call), or queued with the business transaction that calls for it (`queue`, as the checkout
+queues an order's confirmations) and sent later by its key (`deliver`, from a task).
+"""
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,6 +24,13 @@ from .sms import get_sms_provider
 logger = logging.getLogger(__name__)
 
 _TABLE = Notification._meta.db_table
+_QUEUED_COLUMNS = ("id", "order_id", "channel", "recipient", "subject", "body", "html_body", "attempts")
+# Take the lease on a queued message if it is pending and unleased (the last %s: now).
+_CLAIM_QUEUED = (
+    f"UPDATE {_TABLE} SET locked_until = %s, attempts = attempts + 1 WHERE idempotency_key = %s "
+    "AND status = 'pending' AND (locked_until IS NULL OR locked_until < %s) "
+    f"RETURNING {', '.join(_QUEUED_COLUMNS)}"
+)
 _CLAIM_COLUMNS = ("idempotency_key", "order_id", "channel", "recipient", "subject", "body", "html_body", "locked_until")
 # Insert the message, or take the lease on it if it is pending and unleased (now: the last %s).
 _CLAIM = (
@@ -45,6 +58,42 @@ def send_email(
 def send_sms(*, key: str, to: str, body: str, order_id: str | None = None) -> Notification:
     notification = _record(key, Notification.Channel.SMS, to, body, order_id=order_id)
     return _deliver(notification, lambda: get_sms_provider().send(to=to, body=body, idempotency_key=key))
+
+
+def queue(messages: Iterable[Notification]) -> None:
+    """Record messages for `deliver` to send, in the caller's transaction (an outbox)."""
+    Notification.objects.bulk_create(messages, ignore_conflicts=True)
+
+
+def deliver(key: str) -> Notification:
+    """Send the message queued under `key`, once."""
+    lease_until = db_value(Notification, "locked_until", timezone.now() + _lease())
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_QUEUED, [lease_until, key, db_value(Notification, "locked_until", timezone.now())])
+        row = cursor.fetchone()
+    if row is None:  # sent, refused, cancelled, or being sent by another worker right now
+        return _deliver(Notification.objects.get(idempotency_key=key), None)
+    notification = Notification(idempotency_key=key, **dict(zip(_QUEUED_COLUMNS, row, strict=True)))
+    notification.claimed = True
+    if notification.channel == Notification.Channel.EMAIL:
+        n = notification
+        return _deliver(
+            n,
+            lambda: send_with_django_mail(
+                to=n.recipient, subject=n.subject, body=n.body, html_body=n.html_body, idempotency_key=key
+            ),
+        )
+    return _deliver(
+        notification,
+        lambda: get_sms_provider().send(to=notification.recipient, body=notification.body, idempotency_key=key),
+    )
+
+
+def cancel_queued(order_id) -> int:
+    """The order was cancelled: its queued messages are not to be sent."""
+    return Notification.objects.filter(order_id=order_id, status=Notification.Status.PENDING).update(
+        status=Notification.Status.CANCELLED
+    )
 
 
 def reopen_failed(order_id: str) -> int:
@@ -75,7 +124,7 @@ def _record(key: str, channel: str, recipient: str, body: str, **fields) -> Noti
 
 def _deliver(notification: Notification, send) -> Notification:
     if not getattr(notification, "claimed", False):
-        if notification.status == Notification.Status.SENT:
+        if notification.status in (Notification.Status.SENT, Notification.Status.CANCELLED):
             return notification
         if notification.status == Notification.Status.FAILED:
             raise PermanentProviderError(notification.error or "The provider refused this message.")

@@ -91,6 +91,7 @@ def cancel_stale_order(order_id: uuid.UUID | str, minutes: int) -> bool:
         stock.release(order)
         unrecord_sales(order)
         Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
+        notifications.cancel_queued(order.pk)
     logger.info("Order %s cancelled: %s", order.number, order.failure_reason)
     return True
 

@@ -19,10 +19,10 @@ def order_url(order: Order) -> str:
     return settings.SHOP_BASE_URL.rstrip("/") + order.get_absolute_url()
 
 
-def _email(template: str, subject: str, order: Order) -> EmailContent:
+def _email(template: str, subject: str, order: Order, lines=None) -> EmailContent:
     context = {
         "order": order,
-        "lines": order.lines.all(),
+        "lines": order.lines.all() if lines is None else lines,
         "order_url": order_url(order),
         "shop_name": settings.SHOP_NAME,
     }
@@ -33,8 +33,8 @@ def _email(template: str, subject: str, order: Order) -> EmailContent:
     )
 
 
-def confirmation_email(order: Order) -> EmailContent:
-    return _email("confirmation", f"Your order {order.number} is confirmed", order)
+def confirmation_email(order: Order, lines=None) -> EmailContent:
+    return _email("confirmation", f"Your order {order.number} is confirmed", order, lines)
 
 
 def failure_email(order: Order) -> EmailContent:

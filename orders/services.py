@@ -76,27 +76,40 @@ def record_sales(order_id: str) -> bool:
     return bool(claimed)
 
 
+def confirmation_messages(order: Order, lines: list) -> list[Notification]:
+    """The confirmation e-mail and SMS of an order, queued at checkout and sent by the chord."""
+    email = messages.confirmation_email(order, lines)
+    common = {"order": order, "status": Notification.Status.PENDING}
+    return [
+        Notification(
+            idempotency_key=confirmation_key(order.pk, Notification.Channel.EMAIL),
+            channel=Notification.Channel.EMAIL,
+            recipient=order.email,
+            subject=email.subject,
+            body=email.body,
+            html_body=email.html_body,
+            **common,
+        ),
+        Notification(
+            idempotency_key=confirmation_key(order.pk, Notification.Channel.SMS),
+            channel=Notification.Channel.SMS,
+            recipient=order.phone,
+            body=messages.confirmation_sms(order),
+            **common,
+        ),
+    ]
+
+
+def confirmation_key(order_id, channel: str) -> str:
+    return f"order:{order_id}:confirmation:{channel}"
+
+
 def send_confirmation_email(order_id: str) -> int:
-    order = Order.objects.get(pk=order_id)
-    content = messages.confirmation_email(order)
-    return notifications.send_email(
-        key=f"order:{order.pk}:confirmation:email",
-        to=order.email,
-        subject=content.subject,
-        body=content.body,
-        html_body=content.html_body,
-        order_id=order.pk,
-    ).pk
+    return notifications.deliver(confirmation_key(order_id, Notification.Channel.EMAIL)).pk
 
 
 def send_confirmation_sms(order_id: str) -> int:
-    order = Order.objects.get(pk=order_id)
-    return notifications.send_sms(
-        key=f"order:{order.pk}:confirmation:sms",
-        to=order.phone,
-        body=messages.confirmation_sms(order),
-        order_id=order.pk,
-    ).pk
+    return notifications.deliver(confirmation_key(order_id, Notification.Channel.SMS)).pk
 
 
 def confirm_order(order_id: str) -> bool:
@@ -126,6 +139,8 @@ def fail_order(order_id: str) -> str:
             stock.release(order)
             unrecord_sales(order)
             Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
+            if order.status == Order.Status.CANCELLED:
+                notifications.cancel_queued(order.pk)  # a failed order keeps them: staff may continue it
             logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
     # Tell the customer if this stopped the order, or an earlier run that stopped it could
     # not send yet (a retry); not when the order was stopped otherwise (e.g. stale-cancelled).

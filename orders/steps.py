@@ -104,7 +104,8 @@ class WorkflowStepTask(OrderTask):
             started["task_id"] = self.request.id  # a staff retry runs the step under a new id
         _steps.put(key, **started)
         result = self.run(order_id)
-        _steps.put(key, state=states.SUCCESS, finished_at=timezone.now(), error="")
+        record = _steps.write_now if writebehind.run_again(self.request) else _steps.put
+        record(key, state=states.SUCCESS, finished_at=timezone.now(), error="")
         return result
 
     def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:

@@ -52,9 +52,11 @@ WRITE_BEHIND_MAX_ROWS = env_int("WRITE_BEHIND_MAX_ROWS", 500)
 # At-least-once: a message is acknowledged only after its task returns, so a worker
 # that dies mid-task leaves it to be delivered again. Every task is idempotent for this.
 CELERY_TASK_ACKS_LATE = True
-# ...and if the broker connection drops, running late-ack tasks are cancelled rather
-# than finishing after their message was already handed to another worker.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# If the broker connection drops, running tasks finish: their acknowledgement is lost and
+# the message comes back, and the task runs again, doing nothing twice. Cancelling them
+# instead (True) killed pool processes mid-step, between an SMTP server taking an e-mail
+# and its record as sent: the redelivered step e-mailed the customer again (scenario 3).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # One message at a time per process: tasks wait on providers, and a prefetched
 # message would sit behind a slow one instead of going to an idle worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -67,15 +67,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# web, worker and beat write to the same SQLite file: WAL lets readers run beside the
+# writer, IMMEDIATE takes the write lock up front (no lock-upgrade deadlocks), and the
+# timeout makes writers queue instead of failing with "database is locked".
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 30,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # web, worker and beat write to the same file: WAL lets readers run beside the
-    # writer, IMMEDIATE takes the write lock up front (no lock-upgrade deadlocks),
-    # and the timeout makes writers queue instead of failing with "database is locked".
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Tests start real worker processes, so the test database must be a file they can
     # open; one per test run, so that two runs side by side do not share it.

@@ -121,7 +121,8 @@ class ShopDatabaseBackend(DatabaseBackend):
 
     def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         encoded = self.encode_result(result, state)
-        if state == states.SUCCESS and getattr(self.app.tasks.get(getattr(request, "task", "")), "batch_result", False):
+        task = self.app.tasks.get(getattr(request, "task", ""))
+        if state == states.SUCCESS and getattr(task, "batch_result", False) and not writebehind.run_again(request):
             _results.put(task_id, **self._result_fields(encoded, state, traceback, request))
             return encoded
         # By position, as Celery calls it: django-celery-results names the parameters differently.

@@ -18,15 +18,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-import dj_database_url
 import django
-import psycopg2
 from celery import states
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.color import no_style
@@ -39,11 +35,17 @@ from django_celery_results.models import TaskResult
 from psycopg2 import sql
 
 from orders.models import Order
+from shop.benchmarks.database import (
+    BenchmarkError,
+    default_database,
+    drop_database,
+    maintenance_cursor,
+    server_settings,
+    server_version,
+)
 
 from .models import TaskRecord
 
-POSTGRES = "django.db.backends.postgresql"
-FALLBACK_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 SCRATCH_DATABASE = "shop_bench_admin"
 MIN_ROWS = 1000  # fewer, and a state or a workflow the pages are checked against may be missing
 WARMUPS = 2
@@ -52,14 +54,6 @@ WORKFLOW_EVERY = 30  # one order workflow (6 tasks) per 30 tasks: a fifth of the
 SEED = 20_26
 
 Log = Callable[[str], None]
-
-
-class BenchmarkError(Exception):
-    """The benchmark cannot produce a trustworthy figure."""
-
-
-class ServerUnavailable(BenchmarkError):
-    """No PostgreSQL server to benchmark on (a SQLite figure would not answer the question)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,7 @@ def run(
     version = server_version(server)
     needs_load = _prepare_database(server, name, rows, log)
     try:
-        with _default_database({**connections.settings[DEFAULT_DB_ALIAS], **server, "NAME": name}):
+        with default_database({**connections.settings[DEFAULT_DB_ALIAS], **server, "NAME": name}):
             call_command("migrate", interactive=False, verbosity=0)
             load_seconds = load(rows, log) if needs_load else {}
             with connection.cursor() as cursor:
@@ -149,7 +143,7 @@ def run(
             pages = measure_pages(runs, log)
     finally:
         if not keep:
-            _drop_database(server, name)
+            drop_database(server, name)
             log(f"Dropped the scratch database {name}.")
     machine = {
         "cores": os.cpu_count(),
@@ -163,58 +157,6 @@ def run(
 
 
 # The server and the scratch database
-
-
-def server_settings(database_url: str | None = None) -> dict:
-    """Django connection settings for the PostgreSQL server: --database-url, else the configured
-    database if it is PostgreSQL, else the local default server. Only the server is used, not its database."""
-    if database_url:
-        config = dj_database_url.parse(database_url)
-    elif settings.DATABASES[DEFAULT_DB_ALIAS]["ENGINE"] == POSTGRES:
-        config = settings.DATABASES[DEFAULT_DB_ALIAS]
-    else:
-        config = dj_database_url.parse(FALLBACK_SERVER_URL)
-    if config["ENGINE"] != POSTGRES:
-        raise BenchmarkError(f"The benchmark needs a PostgreSQL server, not {config['ENGINE']}.")
-    return {
-        "ENGINE": POSTGRES,
-        **{key: config.get(key) or "" for key in ("HOST", "PORT", "USER", "PASSWORD")},
-        "OPTIONS": dict(config.get("OPTIONS") or {}),
-        # As settings/core.py configures a server database: requests reuse their connection.
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
-    }
-
-
-def server_version(server: dict) -> str:
-    """The server's version; raises ServerUnavailable when there is no server to benchmark on."""
-    with maintenance_cursor(server) as cursor:
-        cursor.execute("SHOW server_version")
-        return cursor.fetchone()[0].split()[0]
-
-
-@contextmanager
-def maintenance_cursor(server: dict) -> Iterator[psycopg2.extensions.cursor]:
-    """An autocommit cursor on the `postgres` database: CREATE/DROP DATABASE cannot run in a transaction."""
-    django_only = {"assume_role", "isolation_level", "pool", "server_side_binding"}
-    options = {key: value for key, value in server["OPTIONS"].items() if key not in django_only}
-    params = {"host": server["HOST"], "port": server["PORT"], "user": server["USER"], "password": server["PASSWORD"]}
-    try:
-        conn = psycopg2.connect(
-            dbname="postgres", connect_timeout=5, **{k: v for k, v in params.items() if v}, **options
-        )
-    except psycopg2.OperationalError as exc:
-        where = f"{server['HOST'] or 'the local socket'}:{server['PORT'] or 5432}"
-        raise ServerUnavailable(
-            f"No PostgreSQL server reachable at {where} ({str(exc).strip()}). The benchmark needs one: "
-            "pass --database-url postgres://user@host:5432/postgres or set DATABASE_URL."
-        ) from exc
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            yield cursor
-    finally:
-        conn.close()
 
 
 def _marker(rows: int) -> str:
@@ -235,31 +177,6 @@ def _prepare_database(server: dict, name: str, rows: int, log: Log) -> bool:
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     log(f"Created the scratch database {name}.")
     return True
-
-
-def _drop_database(server: dict, name: str) -> None:
-    with maintenance_cursor(server) as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-@contextmanager
-def _default_database(settings_dict: dict) -> Iterator[None]:
-    """Point Django's default connection at the scratch database, and back afterwards.
-
-    The one place the benchmark touches connection settings: migrate, the loader and the
-    admin views all use the default connection, so swapping it is enough. Restoring it
-    matters when the benchmark runs inside another process (a test, a general `bench`).
-    """
-    original = connections.settings[DEFAULT_DB_ALIAS]
-    connections[DEFAULT_DB_ALIAS].close()
-    connections.settings[DEFAULT_DB_ALIAS] = settings_dict
-    del connections[DEFAULT_DB_ALIAS]
-    try:
-        yield
-    finally:
-        connections[DEFAULT_DB_ALIAS].close()
-        connections.settings[DEFAULT_DB_ALIAS] = original
-        del connections[DEFAULT_DB_ALIAS]
 
 
 # The data: orders, the task history and the stock results of the same tasks

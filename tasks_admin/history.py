@@ -219,7 +219,7 @@ def record_finished(task_id: str, task, state: str | None = None, **kw) -> None:
         fields["state"] = state
     if started is not None:
         fields["runtime"] = round(time.monotonic() - started, 6)
-    if state in (states.SUCCESS, None):
+    if state in (states.SUCCESS, None) and not writebehind.run_again(task.request):
         _runs.put(task_id, **fields)
     else:  # failed or retried: written at once, like the error the failure handler wrote
         _best_effort(lambda: _runs.write_now(task_id, **fields))

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 Rows = dict[Hashable, dict[str, Any]]
 MAX_PENDING_ROWS = 50_000  # per table; past it (a long database outage) the oldest records are dropped
 
-# One lock per process orders the flusher's writes with the ones written at once.
-_lock = threading.RLock()
+# _lock guards the pending rows (held for a dict operation); _write_lock orders the flusher's
+# batches with the rows written at once, so that a late batch never overwrites them.
+_lock = threading.Lock()
+_write_lock = threading.Lock()
 _tables: list["Table"] = []
 _enabled_pid: int | None = None  # the worker process that batches; elsewhere writes happen at once
 _flusher: threading.Thread | None = None
@@ -69,11 +71,13 @@ class Table:
     def write_now(self, key: Hashable, **fields: Any) -> None:
         """Write `fields` for the row `key` at once, after anything pending for it, so that no
         later batch can overwrite them (failures, retries, revokes)."""
-        with _lock:
-            pending = self._rows.pop(key, {})
-            self._rows[key] = pending
-            self._merge(key, fields)
-            self.write({key: self._rows.pop(key)})
+        with _write_lock:
+            with _lock:
+                pending = self._rows.pop(key, {})
+                self._rows[key] = pending
+                self._merge(key, fields)
+                row = self._rows.pop(key)
+            self.write({key: row})
 
     def _merge(self, key: Hashable, fields: dict[str, Any]) -> None:
         row = self._rows.setdefault(key, {})
@@ -94,6 +98,13 @@ class Table:
         while len(self._rows) > MAX_PENDING_ROWS:
             self._rows.pop(next(iter(self._rows)))
             logger.warning("%s: too many records waiting for the database; dropped the oldest", self.name)
+
+
+def run_again(request) -> bool:
+    """A task run again (retried, or redelivered after a worker died) has its outcome written at
+    once, not batched: such runs are few, and they are the ones staff look into; batched, a
+    record could die with the next pool process the same fault kills (scenario 2)."""
+    return bool(request.retries or (request.delivery_info or {}).get("redelivered"))
 
 
 def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, additive: tuple[str, ...] = ()) -> int:
@@ -133,9 +144,10 @@ def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, add
 
 def flush() -> None:
     """Write every pending row now (the flusher's loop, and a process on its way out)."""
-    with _lock:
+    with _write_lock:
         for table in _tables:
-            rows = table._take()
+            with _lock:
+                rows = table._take()
             if not rows:
                 continue
             try:
@@ -143,7 +155,8 @@ def flush() -> None:
             except (DatabaseError, InterfaceError) as exc:
                 logger.warning("Could not write %d %s records (retried shortly): %s", len(rows), table.name, exc)
                 connection.close()  # reconnect on the next attempt
-                table._restore(rows)
+                with _lock:
+                    table._restore(rows)
 
 
 def _batching() -> bool:

@@ -3,9 +3,16 @@ configuration — django-celery-results' database backend (django-db), every oth
 Celery's default (prefork with one process per core, prefetch 4, early acknowledgement).
 
     DJANGO_SETTINGS_MODULE=shop.benchmarks.stock_settings celery -A shop.benchmarks.stock_app worker
+
+`python -m shop.benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
+at once) and prints, as JSON, each one's callback task id and when it was sent.
 """
 
+import json
 import os
+import sys
+import time
+import uuid
 
 from celery import Celery, chain, chord
 
@@ -27,3 +34,21 @@ def canvas(order_id: str, callback_id: str):
         noop.si(order_id),
         chord([noop.si(order_id), noop.si(order_id), noop.si(order_id)], noop.si(order_id).set(task_id=callback_id)),
     )
+
+
+def send(count: int, rate: float | None = None) -> list[tuple[str, float]]:
+    sent, start = [], time.monotonic()
+    for n in range(count):
+        if rate:
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        callback_id = str(uuid.uuid4())
+        canvas(str(uuid.uuid4()), callback_id).apply_async()
+        sent.append((callback_id, time.time()))
+    return sent
+
+
+if __name__ == "__main__":
+    import django
+
+    django.setup()
+    print(json.dumps(send(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)))

@@ -657,32 +657,28 @@ def test_order_detail_shows_status_total_and_pending_steps(client):
         task_ids.add(step["task_id"])
     assert len(task_ids) == 6
     assert set(task_ids) == set(WorkflowStep.objects.values_list("task_id", flat=True))
-    assert body["notifications"] == []
+    # Both confirmations are queued with the order, sent by the workflow.
+    assert [(n["channel"], n["status"], n["attempts"]) for n in body["notifications"]] == [
+        ("email", "pending", 0),
+        ("sms", "pending", 0),
+    ]
 
 
 def test_order_detail_lists_notifications_with_channel_status_and_recipient(client):
     product = make_product(stock=5)
     payload = order_payload((product, 1))
     order_id = post_json(client, payload).json()["id"]
-    email, phone = payload["customer"]["email"], "+442079460958"
-    Notification.objects.create(
-        idempotency_key=f"order:{order_id}:confirmation:email",
-        order_id=order_id,
-        channel="email",
-        recipient=email,
-        body="Thanks",
-        status="sent",
-    )
-    Notification.objects.create(
-        idempotency_key=f"order:{order_id}:confirmation:sms",
-        order_id=order_id,
-        channel="sms",
-        recipient=phone,
-        body="Thanks",
-    )
+    email, phone = payload["customer"]["email"], payload["customer"]["phone"]
+    queued = client.get(f"{ORDERS_URL}{order_id}/").json()["notifications"]
+    Notification.objects.filter(order_id=order_id, channel="email").update(status="sent")
 
     notifications = client.get(f"{ORDERS_URL}{order_id}/").json()["notifications"]
 
+    # The checkout queued both confirmations; the workflow sends them.
+    assert [(n["channel"], n["status"], n["to"]) for n in queued] == [
+        ("email", "pending", email),
+        ("sms", "pending", phone),
+    ]
     assert [(n["channel"], n["status"], n["to"]) for n in notifications] == [
         ("email", "sent", email),
         ("sms", "pending", phone),

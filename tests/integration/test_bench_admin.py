@@ -8,7 +8,7 @@ import re
 import pytest
 from django.core.management import call_command
 
-from tasks_admin import benchmark
+from shop.benchmarks import database
 from tests.support import require
 
 pytestmark = pytest.mark.postgres
@@ -17,10 +17,10 @@ PAGES = ("unfiltered", "state = FAILURE", "search: task id", "search: order numb
 
 
 def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(django_db_blocker, tmp_path) -> None:
-    server = benchmark.server_settings()
+    server = database.server_settings()
     try:
-        benchmark.server_version(server)
-    except benchmark.ServerUnavailable as exc:
+        database.server_version(server)
+    except database.ServerUnavailable as exc:
         require(False, str(exc))
     name = f"shop_bench_admin_test_{os.getpid()}"  # never the scratch database a developer kept
     out, json_path = io.StringIO(), tmp_path / "bench.json"
@@ -46,6 +46,6 @@ def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(djan
     assert all(page["ours"]["median_ms"] > 0 and page["ours"]["queries"] > 0 for page in pages.values())
     assert figures["machine"]["rows"] == 2000
 
-    with benchmark.maintenance_cursor(server) as cursor:
+    with database.maintenance_cursor(server) as cursor:
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
         assert cursor.fetchone() is None

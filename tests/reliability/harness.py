@@ -30,6 +30,7 @@ from tests.processes import ROOT, WorkerProcess
 
 BIN = Path(sys.executable).parent
 FINAL_STATUSES = ("confirmed", "failed", "cancelled")
+WRITE_BEHIND_SECONDS = 0.5  # how often the stack's workers write their batched records
 
 
 class RedisServer:
@@ -244,6 +245,7 @@ class Stack:
             "TASK_MAX_RETRIES": "12",
             "TASK_WORKER_LOST_RETRY_DELAY": "0.5",
             "STUCK_WORKFLOW_MINUTES": "0.1",
+            "WRITE_BEHIND_SECONDS": str(WRITE_BEHIND_SECONDS),
             "CELERY_EXTRA_IMPORTS": "tests.fakes.faults,tests.fakes.tasks",
             "FAULT_DIR": str(self.fault_dir),
             "FAKE_TASKS_DIR": str(self.fault_dir),
@@ -337,10 +339,14 @@ class Stack:
         while True:
             close_old_connections()
             open_orders = Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).count()
-            running = (
-                settled and WorkflowStep.objects.filter(order_id__in=order_ids, state__in=("STARTED", "RETRY")).exists()
+            steps = WorkflowStep.objects.filter(order_id__in=order_ids)
+            running = settled and (
+                steps.filter(state__in=("STARTED", "RETRY")).exists()
+                or steps.filter(order__status="confirmed").exclude(state="SUCCESS").exists()
             )
             if not open_orders and not running:
+                if settled:  # the workers' last batches of records (tasks_admin/writebehind.py)
+                    time.sleep(2 * WRITE_BEHIND_SECONDS)
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{open_orders} orders not final after {timeout}s\n{self.logs()}")

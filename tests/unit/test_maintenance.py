@@ -76,7 +76,10 @@ def test_an_unpaid_order_past_the_limit_is_cancelled_its_stock_released_and_the_
     assert message.to == ["grace@example.com"]
     assert message.subject == f"Your order {order.number} was cancelled"
     assert "not paid within 60 minutes" in message.body and "not been charged" in message.body
-    assert Notification.objects.get(order=order).idempotency_key == f"order:{order.pk}:stale-cancel:email"
+    assert (
+        Notification.objects.get(order=order, status="sent").idempotency_key == f"order:{order.pk}:stale-cancel:email"
+    )
+    assert set(Notification.objects.exclude(status="sent").values_list("status", flat=True)) == {"cancelled"}
 
     assert maintenance.cancel_stale_orders() == {"cancelled": 0, "emailed": 0}
     assert len(mail.outbox) == 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from shop.benchmarks import database
 from tasks_admin import benchmark
 
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--database-url",
             help="The PostgreSQL server to use (default: DATABASE_URL if PostgreSQL, "
-            f"else {benchmark.FALLBACK_SERVER_URL}); its database name is not used",
+            f"else {database.FALLBACK_SERVER_URL}); its database name is not used",
         )
         parser.add_argument(
             "--database-name", default=benchmark.SCRATCH_DATABASE, help="The scratch database to create and drop"
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             report = benchmark.run(
                 rows=rows, runs=runs, database_url=database_url, name=database_name, keep=keep, log=self.stdout.write
             )
-        except benchmark.BenchmarkError as exc:
+        except database.BenchmarkError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write("\n" + report.table())
         if json_path:

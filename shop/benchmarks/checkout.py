@@ -1,0 +1,70 @@
+"""Checkout latency with slow providers: POST /api/orders/ through gunicorn while the SMS gateway
+and the SMTP server each take 2 s per message, next to the synchronous baseline
+(shop/benchmarks/sync_checkout.py) that sends both inside the request."""
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from django_celery_results.models import TaskResult
+
+from . import workflow
+from .database import BenchmarkError
+from .providers import SlowSmsGateway, SlowSmtpServer
+from .stack import Stack
+
+CLIENTS = 4  # requests in flight at once
+
+
+def _payload(n: int) -> bytes:
+    return json.dumps(
+        {
+            "customer": {"name": f"Bench {n}", "email": f"bench{n}@example.com", "phone": f"+4479461{n % 100000:05d}"},
+            "shipping_address": f"{n} Benchmark Road",
+            "items": [{"sku": workflow.SKU, "quantity": 1}],
+            "card_number": "4242 4242 4242 4242",
+        }
+    ).encode()
+
+
+def _post(url: str, n: int) -> float:
+    request = urllib.request.Request(url + "/api/orders/", _payload(n), {"Content-Type": "application/json"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if response.status != 202:
+            raise BenchmarkError(f"Checkout answered {response.status}")
+        response.read()
+    return time.perf_counter() - start
+
+
+def _time_checkouts(url: str, count: int, offset: int) -> list[float]:
+    _post(url, offset - 1)  # a warm-up: the first request imports and connects
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(lambda n: _post(url, offset + n), range(count)))
+
+
+def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, log: Callable[[str], None]) -> tuple:
+    """(ours, baseline): each {p50, p95} in seconds."""
+    workflow._reset()
+    workflow._product()
+    with SlowSmsGateway(delay) as sms, SlowSmtpServer(delay) as smtp:
+        providers = {"SMS_PROVIDER": "http", "SMS_HTTP_URL": sms.url, "SMS_API_KEY": "bench", **smtp.env()}
+        providers["SMS_TIMEOUT"] = str(int(delay) + 10)
+        workers = [stack.worker(*args, **providers) for args in workflow.PRODUCTION_WORKERS]
+        url = stack.web(**providers)
+        log(f"  {requests} checkouts, {CLIENTS} at a time, with {delay:g} s providers and the workers running ...")
+        ours = _time_checkouts(url, requests, offset=0)
+        for worker in workers:
+            stack.stop(worker)
+        stack.purge()
+        sync_url = stack.web("shop.benchmarks.sync_checkout:application", **providers)
+        log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
+        baseline = _time_checkouts(sync_url, baseline_requests, offset=100_000)
+    TaskResult.objects.all().delete()
+    return _quantiles(ours), _quantiles(baseline)
+
+
+def _quantiles(samples: list[float]) -> dict[str, float]:
+    return {key: value for key, value in workflow.percentiles(samples).items() if key in ("p50", "p95")}

@@ -1,0 +1,116 @@
+"""The benchmark's figures, each with its baseline from the same run: a table, JSON and an SVG chart."""
+
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured value next to its baseline. `ratio` is value ÷ baseline; `target` says
+    whether the figure meets what the shop promises (issue 5's targets)."""
+
+    group: str
+    name: str
+    value: float
+    baseline: float | None
+    unit: str
+    baseline_label: str
+    target_text: str = ""
+    target: Callable[["Figure"], bool] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.baseline else None
+
+    @property
+    def met(self) -> bool | None:
+        return self.target(self) if self.target else None
+
+    def as_dict(self) -> dict:
+        return {
+            "group": self.group,
+            "name": self.name,
+            "value": round(self.value, 4),
+            "baseline": None if self.baseline is None else round(self.baseline, 4),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "unit": self.unit,
+            "baseline_is": self.baseline_label,
+            "target": self.target_text,
+            "met": self.met,
+        }
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "s" and value < 1:
+        return f"{value * 1000:.1f} ms"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:,.1f} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+
+
+def table(figures: list[Figure], machine: dict) -> str:
+    header = ("figure", "ours", "baseline", "ratio", "target", "baseline is")
+    rows = [header]
+    for figure in figures:
+        ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}×"
+        target = figure.target_text + ("" if figure.met is None else (" ✓" if figure.met else " ✗"))
+        rows.append(
+            (
+                f"{figure.group}: {figure.name}",
+                _number(figure.value, figure.unit),
+                _number(figure.baseline, figure.unit),
+                ratio,
+                target,
+                figure.baseline_label,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines.append("")
+    lines.append("machine: " + ", ".join(f"{key} {value}" for key, value in machine.items()))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, figures: list[Figure], machine: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine, "figures": [figure.as_dict() for figure in figures]}
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_chart(path: Path, figures: list[Figure], machine: dict) -> None:
+    """Each figure as a pair of bars, ours and its baseline, scaled to the larger of the two."""
+    paired = [figure for figure in figures if figure.baseline]
+    row, label_width, bar_width = 46, 330, 420
+    height = 70 + row * len(paired) + 40
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + bar_width + 160}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        '<text x="10" y="22" font-size="15" font-weight="bold">Celery shop: each figure next to its baseline '
+        "(same run)</text>",
+        '<rect x="10" y="34" width="12" height="10" fill="#2f6fb0"/><text x="27" y="43">ours</text>',
+        '<rect x="70" y="34" width="12" height="10" fill="#c4c4c4"/><text x="87" y="43">baseline</text>',
+    ]
+    for index, figure in enumerate(paired):
+        y = 62 + index * row
+        top = max(figure.value, figure.baseline) or 1
+        for offset, (value, colour) in enumerate(((figure.value, "#2f6fb0"), (figure.baseline, "#c4c4c4"))):
+            width = max(1.0, bar_width * value / top)
+            parts.append(
+                f'<rect x="{label_width}" y="{y + offset * 17}" width="{width:.1f}" height="14" fill="{colour}"/>'
+                f'<text x="{label_width + width + 5:.1f}" y="{y + offset * 17 + 11}">'
+                f"{html.escape(_number(value, figure.unit))}</text>"
+            )
+        label = html.escape(f"{figure.group}: {figure.name}")
+        parts.append(f'<text x="10" y="{y + 20}">{label}</text>')
+    described = html.escape(", ".join(f"{key} {value}" for key, value in machine.items()))
+    parts.append(f'<text x="10" y="{height - 14}" fill="#555">{described}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")

@@ -1,0 +1,157 @@
+"""The processes a benchmark runs: a private Redis, `celery -A ... worker`, gunicorn.
+
+Each is a real process started the way the README starts it, with the benchmark's scratch
+database and broker in its environment, and its output in a log file under the run's folder.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import redis
+
+from shop import embedded_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A long-running subprocess in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM (a worker's warm shutdown), then SIGKILL to whatever of its group is left."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self._log.close()
+
+
+class Stack:
+    """A private Redis on a loopback port, and the shop's processes against the scratch database."""
+
+    def __init__(self, directory: Path, database_url: str, env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.database_url, self.extra_env = database_url, env or {}
+        self.redis_port = free_port()
+        self.broker_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.processes: list[Process] = []
+        self._redis: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Stack":
+        binary = embedded_redis.server_binary()
+        self._redis = subprocess.Popen(
+            [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.redis_port, socket_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        if self._redis:
+            self._redis.kill()
+            self._redis.wait()
+
+    @property
+    def redis_version(self) -> str:
+        return redis.Redis(port=self.redis_port).info()["redis_version"]
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        base = {
+            "DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "DJANGO_SETTINGS_MODULE": "settings",
+            "SHOP_VAR_DIR": str(self.directory / "var"),
+            "LOG_LEVEL": "WARNING",
+        }
+        return {**os.environ, **base, **self.extra_env, **overrides}
+
+    def worker(self, *args: str, app: str = "shop", **env: str) -> Process:
+        """`celery -A <app> worker <args>`, once it is ready."""
+        name = f"worker{len(self.processes) + 1}"
+        argv = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--hostname", f"{name}@%h", *args]
+        process = Process(name, argv, self.env(**env), self.directory).start()
+        self.processes.append(process)
+        process.wait_for_log(" ready.")
+        return process
+
+    def web(self, wsgi: str = "shop.wsgi", workers: int = 2, threads: int = 8, **env: str) -> str:
+        """gunicorn serving `wsgi`, as the Procfile runs it; returns its base URL once it answers."""
+        port = free_port()
+        argv = [str(BIN / "gunicorn"), wsgi, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+        argv += ["--threads", str(threads)]
+        process = Process(f"web{len(self.processes) + 1}", argv, self.env(**env), self.directory).start()
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/products/", timeout=5).close()
+                return url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if process.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"gunicorn did not start:\n{process.log()[-3000:]}") from None
+                time.sleep(0.2)
+
+    def stop(self, process: Process) -> None:
+        process.stop()
+        self.processes.remove(process)
+
+    def purge(self) -> None:
+        """Empty the broker between measurements."""
+        redis.Redis(port=self.redis_port).flushall()

@@ -1,0 +1,245 @@
+"""`python manage.py bench`: every figure of the shop's performance, each next to its baseline
+measured in the same run, on a scratch database and a private Redis.
+
+The measurements live in workflow.py (order throughput, latency, SQL per order), checkout.py
+(checkout with slow providers), storefront.py (a large catalog) and tasks_admin/benchmark.py
+(the task console over a million rows); this module sizes them and turns them into figures.
+"""
+
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import celery
+import django
+
+from tasks_admin import benchmark as admin_benchmark
+
+from . import checkout, storefront, workflow
+from .database import ServerUnavailable, scratch_database
+from .report import Figure
+from .stack import Stack
+
+Log = Callable[[str], None]
+PARTS = ("throughput", "latency", "sql", "checkout", "storefront", "admin", "scaling")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    orders: int  # throughput: orders, and stock canvases
+    latency_seconds: float
+    sql_orders: int
+    checkouts: int
+    sync_checkouts: int
+    products: int
+    page_requests: int
+    admin_rows: int
+    admin_runs: int
+    scaling_orders: int
+
+
+FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600)
+QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0)
+PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
+
+
+def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: Log) -> tuple[list[Figure], dict]:
+    sizes = QUICK if quick else FULL
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp, scratch_database("shop_bench", database_url) as db:
+        log(f"Scratch database: {db.engine}")
+        with Stack(Path(tmp), db.url) as stack:
+            machine = _machine(db.engine, stack.redis_version, quick)
+            if {"throughput", "latency"} & set(parts):
+                figures += _throughput_and_latency(stack, sizes, parts, log)
+            if "sql" in parts:
+                figures += _sql(stack, sizes, Path(tmp), log)
+            if "checkout" in parts:
+                figures += _checkout(stack, sizes, log)
+            if "storefront" in parts:
+                figures += _storefront(stack, sizes, log)
+            if "scaling" in parts and sizes.scaling_orders:
+                figures += _scaling(stack, sizes, log)
+    if "admin" in parts:
+        figures += _admin(sizes, database_url, log)
+    return figures, machine
+
+
+def _machine(engine: str, redis_version: str, quick: bool) -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "database": engine,
+        "Redis": redis_version,
+        "Python": platform.python_version(),
+        "Django": django.get_version(),
+        "Celery": celery.__version__,
+        "mode": "quick" if quick else "full",
+    }
+
+
+def _throughput_and_latency(stack: Stack, sizes: Sizes, parts: tuple[str, ...], log: Log) -> list[Figure]:
+    log(f"Order throughput: {sizes.orders} orders through the production workers ...")
+    ours = workflow.shop_throughput(stack, sizes.orders)
+    log(f"  {ours.per_second:.1f} orders/s. Stock baseline: {sizes.orders} no-op canvases ...")
+    stock = workflow.stock_throughput(stack, sizes.orders)
+    log(f"  {stock.per_second:.1f} canvases/s.")
+    figures = [
+        Figure(
+            "throughput",
+            "order workflows per second",
+            ours.per_second,
+            stock.per_second,
+            "/s",
+            "stock no-op canvas, django-db results",
+            "≥ 2.0× baseline",
+            lambda f: f.ratio >= 2.0,
+        )
+    ]
+    if "latency" in parts:
+        ours_rate, stock_rate = ours.per_second / 2, stock.per_second / 2
+        log(f"Latency at half load: {ours_rate:.1f} orders/s for {sizes.latency_seconds:g} s ...")
+        ours_latency = workflow.shop_latency(stack, ours_rate, sizes.latency_seconds)
+        log(f"  stock canvases at {stock_rate:.1f}/s ...")
+        stock_latency = workflow.stock_latency(stack, stock_rate, sizes.latency_seconds)
+        for key in ("p50", "p95", "p99"):
+            figures.append(
+                Figure(
+                    "latency",
+                    f"checkout commit → confirmed, {key}",
+                    ours_latency[key],
+                    stock_latency[key],
+                    "s",
+                    "stock canvas sent → callback stored, at its half load",
+                    "≤ 1 s" if key == "p95" else "",
+                    (lambda f: f.value <= 1.0) if key == "p95" else None,
+                )
+            )
+    return figures
+
+
+def _sql(stack: Stack, sizes: Sizes, tmp: Path, log: Log) -> list[Figure]:
+    log(f"SQL per order workflow: {sizes.sql_orders} orders and as many stock canvases, counted in the workers ...")
+    ours = workflow.shop_sql(stack, sizes.sql_orders, tmp / "sql-ours")
+    stock = workflow.stock_sql(stack, sizes.sql_orders, tmp / "sql-stock")
+    by_task = ", ".join(f"{name.rpartition('.')[2]} {n:.1f}" for name, n in sorted(ours.by_task.items()))
+    log(f"  ours by task: {by_task}")
+    return [
+        Figure(
+            "database",
+            "SQL statements per order workflow",
+            ours.statements,
+            stock.statements,
+            "",
+            "stock no-op canvas",
+            "≤ 0.75× baseline",
+            lambda f: f.ratio <= 0.75,
+        ),
+        Figure(
+            "database",
+            "write transactions per order workflow",
+            ours.write_transactions,
+            stock.write_transactions,
+            "",
+            "stock no-op canvas",
+        ),
+        Figure("database", "SQL statements per checkout (web)", ours.checkout_statements, None, "", "—"),
+    ]
+
+
+def _checkout(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
+    log(f"Checkout latency with {PROVIDER_DELAY:g} s SMS and e-mail providers ...")
+    ours, sync = checkout.measure(stack, sizes.checkouts, sizes.sync_checkouts, PROVIDER_DELAY, log)
+    return [
+        Figure(
+            "checkout",
+            "POST /api/orders/ p50, 2 s providers",
+            ours["p50"],
+            sync["p50"],
+            "s",
+            "sending in the request",
+        ),
+        Figure(
+            "checkout",
+            "POST /api/orders/ p95, 2 s providers",
+            ours["p95"],
+            sync["p95"],
+            "s",
+            "sending in the request",
+            "≤ 50 ms, ≥ 40× faster",
+            lambda f: f.value <= 0.05 and f.baseline / f.value >= 40,
+        ),
+    ]
+
+
+def _storefront(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
+    log(f"Storefront with {sizes.products:,} products ...")
+    pages = storefront.measure(stack, sizes.products, sizes.page_requests, log)
+    figures = []
+    for label, page in pages.items():
+        figures.append(
+            Figure(
+                "storefront",
+                f"{label} p95, {sizes.products:,} products",
+                page["p95"],
+                page["baseline"],
+                "s",
+                "50 products",
+                "≤ 50 ms",
+                lambda f: f.value <= 0.05,
+            )
+        )
+        small, large = page["queries"][50], page["queries"][sizes.products]
+        figures.append(
+            Figure(
+                "storefront",
+                f"{label}: SQL queries, {sizes.products:,} products",
+                large,
+                small,
+                "",
+                "50 products",
+                "the same",
+                lambda f: f.value == f.baseline,
+            )
+        )
+    return figures
+
+
+def _scaling(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
+    """Throughput with 1, 2 and 4 worker processes (one `celery -A shop worker -c 1` each)."""
+    figures, single = [], None
+    for count in (1, 2, 4):
+        log(f"Scaling: {count} worker process(es), {sizes.scaling_orders} orders ...")
+        drain = workflow.shop_throughput(stack, sizes.scaling_orders, workers=[("--concurrency", "1")] * count)
+        single = single or drain.per_second
+        figures.append(
+            Figure("scaling", f"{count} worker process(es)", drain.per_second, single, "/s", "1 worker process")
+        )
+    return figures
+
+
+def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
+    log(f"Task console over {sizes.admin_rows:,} task rows on PostgreSQL ...")
+    try:
+        report = admin_benchmark.run(rows=sizes.admin_rows, runs=sizes.admin_runs, database_url=database_url, log=log)
+    except ServerUnavailable as exc:
+        log(f"  skipped: {exc}")
+        return []
+    figures = []
+    for page in report.pages:
+        target = page.page != "search: order number"
+        figures.append(
+            Figure(
+                "admin",
+                f"task list, {page.page}, {sizes.admin_rows:,} rows (median)",
+                page.ours.median_ms / 1000,
+                page.stock.median_ms / 1000 if page.stock else None,
+                "s",
+                "stock django-celery-results admin" if page.stock else "the stock admin cannot search by order",
+                "≤ 100 ms, ≥ 15× faster" if target else "≤ 100 ms",
+                (lambda f: f.value <= 0.1 and f.baseline / f.value >= 15) if target else (lambda f: f.value <= 0.1),
+            )
+        )
+    return figures

@@ -1,0 +1,38 @@
+"""The synchronous baseline of the checkout benchmark: the shop's own checkout API, then the
+confirmation e-mail and SMS sent inside the request, as a shop without a task queue would.
+
+    gunicorn shop.benchmarks.sync_checkout:application
+"""
+
+import json
+import os
+
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+
+from django.conf import settings  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+settings.ROOT_URLCONF = __name__
+application = get_wsgi_application()
+
+from orders import api, services  # noqa: E402
+from shop import api as shop_api  # noqa: E402
+
+
+@csrf_exempt  # as the JSON API it wraps: no cookie or session authentication
+def order_create_and_send(request):
+    response = api.order_create(request)
+    if response.status_code == 202:
+        order_id = json.loads(response.content)["id"]
+        services.send_confirmation_email(order_id)
+        services.send_confirmation_sms(order_id)
+    return response
+
+
+urlpatterns = [
+    path("api/orders/", order_create_and_send),
+    path("api/products/", shop_api.product_list),
+]

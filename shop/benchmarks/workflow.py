@@ -1,0 +1,234 @@
+"""The order pipeline against the stock baseline: throughput, latency at half load, and the SQL
+each order workflow costs.
+
+Ours: real checkouts (orders/checkout.py, in this process, against the scratch database),
+the real workflow through `celery -A shop worker` in the README's production layout, fake
+providers with no latency (the demo gateway, the file SMS provider, Django's file e-mail
+backend). The baseline: the same canvas shape of no-op tasks through a stock Celery worker
+(shop/benchmarks/stock_app.py). Both are measured the same way, from the database: from
+the first task to finish to the last callback to finish, over a queue filled beforehand.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.db import close_old_connections, connection
+from django.db.models import Max, Min
+from django.test.utils import CaptureQueriesContext
+from django_celery_results.models import TaskResult
+
+from orders.checkout import Customer, place_order
+from orders.models import Order, WorkflowStep
+from shop.models import Category, Product
+
+from . import sqlcount
+from .database import BenchmarkError
+from .stack import ROOT, Stack
+
+Log = Callable[[str], None]
+
+# The README's production layout (Procfile): payment and database steps on prefork, e-mail
+# and SMS on threads.
+PRODUCTION_WORKERS = (
+    ("-Q", "orders,celery", "--pool", "prefork", "--concurrency", "4"),
+    ("-Q", "notifications", "--pool", "threads", "--concurrency", "20"),
+)
+PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
+STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "shop.benchmarks.stock_settings"}
+SKU = "BENCH-1"
+
+
+@dataclass(frozen=True)
+class Drain:
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+def _product() -> Product:
+    category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "Benchmark"})
+    product, _ = Product.objects.get_or_create(
+        sku=SKU, defaults={"category": category, "name": "Bench mug", "slug": "bench-mug", "price": Decimal("9.90")}
+    )
+    Product.objects.filter(pk=product.pk).update(stock=10**9)
+    return product
+
+
+def checkout(n: int) -> tuple[str, float]:
+    """One order through the real checkout service; its id and when it was committed."""
+    order = place_order(
+        customer=Customer(name=f"Bench {n}", email=f"bench{n}@example.com", phone=f"+4479460{n % 100000:05d}"),
+        shipping_address=f"{n} Benchmark Road",
+        items=[(SKU, 1)],
+        card_number="4242 4242 4242 4242",
+    )
+    return str(order.pk), time.time()
+
+
+def _wait_for_orders(order_ids: list[str], timeout: float) -> None:
+    """Until every order is confirmed and its steps are recorded (they follow in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        close_old_connections()
+        open_orders = Order.objects.filter(pk__in=order_ids).exclude(status=Order.Status.CONFIRMED).count()
+        unrecorded = WorkflowStep.objects.filter(order_id__in=order_ids).exclude(state="SUCCESS").count()
+        if not open_orders and not unrecorded:
+            return
+        if Order.objects.filter(pk__in=order_ids, status__in=("failed", "cancelled")).exists():
+            raise BenchmarkError("An order of the benchmark failed: see the worker logs.")
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{open_orders} orders not confirmed after {timeout:.0f} s.")
+        time.sleep(0.2)
+
+
+def _wait_for_callbacks(callback_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while TaskResult.objects.filter(task_id__in=callback_ids, status="SUCCESS").count() < len(callback_ids):
+        close_old_connections()
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"Stock canvases not done after {timeout:.0f} s.")
+        time.sleep(0.2)
+
+
+def _send_stock(stack: Stack, count: int, rate: float | None = None) -> list[tuple[str, float]]:
+    """Stock canvases sent by a stock process (none of the shop's signal handlers runs)."""
+    argv = [sys.executable, "-m", "shop.benchmarks.stock_app", str(count)] + ([str(rate)] if rate else [])
+    output = subprocess.run(argv, cwd=ROOT, env=stack.env(**STOCK_ENV), capture_output=True, text=True, check=True)
+    return [tuple(pair) for pair in json.loads(output.stdout)]
+
+
+def _reset() -> None:
+    """Empty the tables a run fills, between measurements."""
+    with connection.cursor() as cursor:
+        for table in ("django_celery_results_taskresult", "django_celery_results_chordcounter"):
+            cursor.execute(f"DELETE FROM {table}")
+    Order.objects.all().delete()
+
+
+def shop_throughput(stack: Stack, orders: int, workers=PRODUCTION_WORKERS, **env: str) -> Drain:
+    """Orders placed with no worker running, then drained by the workers."""
+    _reset()
+    _product()
+    order_ids = [checkout(n)[0] for n in range(orders)]
+    started = [stack.worker(*args, **PROVIDERS, **env) for args in workers]
+    try:
+        _wait_for_orders(order_ids, timeout=60 + orders)
+    finally:
+        for worker in started:
+            stack.stop(worker)
+    steps = WorkflowStep.objects.filter(order_id__in=order_ids)
+    first = steps.aggregate(t=Min("finished_at"))["t"]
+    last = steps.filter(name="confirm_order").aggregate(t=Max("finished_at"))["t"]
+    return Drain(orders, (last - first).total_seconds())
+
+
+def stock_throughput(stack: Stack, canvases: int, **env: str) -> Drain:
+    """Stock canvases queued with no worker running, then drained by a stock worker."""
+    _reset()
+    callback_ids = [callback for callback, _ in _send_stock(stack, canvases)]
+    worker = stack.worker(app="shop.benchmarks.stock_app", **STOCK_ENV, **env)
+    try:
+        _wait_for_callbacks(callback_ids, timeout=60 + canvases)
+    finally:
+        stack.stop(worker)
+    first = TaskResult.objects.aggregate(t=Min("date_done"))["t"]
+    last = TaskResult.objects.filter(task_id__in=callback_ids).aggregate(t=Max("date_done"))["t"]
+    return Drain(canvases, (last - first).total_seconds())
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    quantiles = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": quantiles[49], "p95": quantiles[94], "p99": quantiles[98]}
+
+
+def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
+    """Checkout commit → order confirmed, for orders placed at `rate` a second while the workers run."""
+    _reset()
+    _product()
+    started = [stack.worker(*args, **PROVIDERS) for args in PRODUCTION_WORKERS]
+    try:
+        placed, start = [], time.monotonic()
+        for n in range(int(rate * seconds)):
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+            placed.append(checkout(n))
+        order_ids = [order_id for order_id, _ in placed]
+        _wait_for_orders(order_ids, timeout=120)
+    finally:
+        for worker in started:
+            stack.stop(worker)
+    steps = WorkflowStep.objects.filter(order_id__in=order_ids, name="confirm_order")
+    confirmed = {str(order_id): at for order_id, at in steps.values_list("order_id", "finished_at")}
+    return percentiles([confirmed[order_id].timestamp() - at for order_id, at in placed])
+
+
+def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
+    """Canvas sent → its callback's result stored, for canvases sent at `rate` a second."""
+    _reset()
+    worker = stack.worker(app="shop.benchmarks.stock_app", **STOCK_ENV)
+    try:
+        sent = _send_stock(stack, int(rate * seconds), rate)
+        _wait_for_callbacks([callback for callback, _ in sent], timeout=120)
+    finally:
+        stack.stop(worker)
+    done = dict(TaskResult.objects.filter(task_id__in=[c for c, _ in sent]).values_list("task_id", "date_done"))
+    return percentiles([done[callback].timestamp() - at for callback, at in sent])
+
+
+@dataclass(frozen=True)
+class SqlCost:
+    statements: float  # per order workflow (or canvas), in the workers
+    write_transactions: float
+    checkout_statements: float  # per checkout, in the web process (ours only)
+    by_task: dict[str, float]
+
+
+def shop_sql(stack: Stack, orders: int, directory: Path) -> SqlCost:
+    """SQL the workers send per order workflow, counted in every worker process (sqlcount)."""
+    _reset()
+    _product()
+    directory.mkdir(parents=True, exist_ok=True)
+    with CaptureQueriesContext(connection) as checkout_queries:
+        order_ids = [checkout(n)[0] for n in range(orders)]
+    env = {"BENCH_SQL_DIR": str(directory), "CELERY_EXTRA_IMPORTS": "shop.benchmarks.sqlcount", **PROVIDERS}
+    started = [stack.worker(*args, **env) for args in PRODUCTION_WORKERS]
+    try:
+        _wait_for_orders(order_ids, timeout=60 + orders)
+    finally:
+        for worker in started:
+            stack.stop(worker)  # each process writes its counts as it exits
+    counts = sqlcount.read(directory)
+    return SqlCost(
+        statements=counts["statements"] / orders,
+        write_transactions=counts["write transactions"] / orders,
+        checkout_statements=len(checkout_queries) / orders,
+        by_task={name.removeprefix("task."): n / orders for name, n in counts.items() if name.startswith("task.")},
+    )
+
+
+def stock_sql(stack: Stack, canvases: int, directory: Path) -> SqlCost:
+    _reset()
+    directory.mkdir(parents=True, exist_ok=True)
+    callback_ids = [callback for callback, _ in _send_stock(stack, canvases)]
+    worker = stack.worker(app="shop.benchmarks.stock_app", BENCH_SQL_DIR=str(directory), **STOCK_ENV)
+    try:
+        _wait_for_callbacks(callback_ids, timeout=60 + canvases)
+    finally:
+        stack.stop(worker)
+    counts = sqlcount.read(directory)
+    return SqlCost(
+        statements=counts["statements"] / canvases,
+        write_transactions=counts["write transactions"] / canvases,
+        checkout_statements=0.0,
+        by_task={},
+    )
