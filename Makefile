@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DJANGO_SETTINGS_MODULE := settings
 
-.PHONY: run test test-reliability lint setup
+.PHONY: run test test-reliability bench bench-quick lint setup
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -32,6 +32,15 @@ test: $(BIN)/.installed
 test-reliability: $(BIN)/.installed
 	$(BIN)/pytest -m reliability tests/reliability
 	$(BIN)/python -m tests.reliability.report
+
+# Performance, each figure next to its baseline in the same run (shop/benchmarks/); writes
+# docs/benchmarks.json and docs/benchmarks.svg. Needs PostgreSQL for the figures that matter.
+bench: $(BIN)/.installed
+	$(BIN)/python manage.py bench --json docs/benchmarks.json --chart docs/benchmarks.svg
+
+# The same in under 2 minutes, smaller (CI, checking a change); writes under var/.
+bench-quick: $(BIN)/.installed
+	$(BIN)/python manage.py bench --quick --json var/bench-quick.json --chart var/bench-quick.svg
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

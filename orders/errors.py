@@ -19,3 +19,10 @@ class InsufficientStock(CheckoutError):
 
 class WorkflowError(Exception):
     """The order's workflow cannot be changed as asked (e.g. continuing a confirmed order)."""
+
+
+class NoFailedStep(Exception):
+    """The workflow's error callback ran, but no step is recorded as failed: either the record
+    of a lost worker's failure is still on its way (retry shortly), or the error was outside
+    any step (a broker that could not take the next message): the order is not stopped, and
+    the stuck-workflow recovery carries it on."""

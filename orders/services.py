@@ -18,6 +18,7 @@ from notifications import services as notifications
 from notifications.models import Notification
 
 from . import messages, stock
+from .errors import NoFailedStep
 from .models import Order, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
@@ -127,12 +128,14 @@ def fail_order(order_id: str) -> str:
 
     A declined payment cancels the order. Any other failed step marks it failed:
     the payment, if taken, stays for staff to continue the workflow or refund.
-    Returns the order's status.
+    Returns the order's status. Raises NoFailedStep when no step is recorded as failed.
     """
     key = f"order:{order_id}:failure:email"
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         stopped_here = order.status in Order.ACTIVE_STATUSES
+        if stopped_here and not _failed(order):
+            raise NoFailedStep(f"Order {order.number}: the error callback ran, but no step failed.")
         if stopped_here:
             order.status, order.failure_reason = _failure_outcome(order)
             order.save(update_fields=["status", "failure_reason", "updated_at"])
@@ -163,6 +166,14 @@ def unrecord_sales(order: Order) -> bool:
     if claimed:
         stock.add_to_products(order.pk, "units_sold", -1)
     return bool(claimed)
+
+
+def _failed(order: Order) -> bool:
+    """A step failed, as recorded at once by the step itself, or the card was declined."""
+    return (
+        WorkflowStep.objects.filter(order=order, state=states.FAILURE).exists()
+        or Payment.objects.filter(order=order, status=Payment.Status.DECLINED).exists()
+    )
 
 
 def _failure_outcome(order: Order) -> tuple[str, str]:

@@ -22,13 +22,14 @@ from django.utils import timezone
 from shop.errors import TransientProviderError
 from tasks_admin import writebehind
 
+from .errors import NoFailedStep
 from .models import WorkflowStep
 
 logger = logging.getLogger(__name__)
 
 # Errors worth retrying: a provider's transient failure, a database that is briefly
-# unreachable, a call that ran past the soft time limit.
-TRANSIENT_ERRORS = (TransientProviderError, OperationalError, InterfaceError, SoftTimeLimitExceeded)
+# unreachable, a call that ran past the soft time limit, a failure record still on its way.
+TRANSIENT_ERRORS = (TransientProviderError, OperationalError, InterfaceError, SoftTimeLimitExceeded, NoFailedStep)
 
 
 def retry_countdown(retries: int, retry_after: float | None = None) -> float:

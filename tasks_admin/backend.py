@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, router, transaction
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
 from django_celery_results.models import ChordCounter, TaskResult
+from kombu.exceptions import OperationalError as BrokerError
 
 from . import writebehind
 from .models import ChordPart
@@ -225,7 +226,11 @@ class ShopDatabaseBackend(DatabaseBackend):
         """The last header task reported, every one a success (a failure removes the counter)."""
         callback = maybe_signature(request.chord, app=self.app)
         if callback.immutable:
-            callback.delay()
+            try:
+                callback.delay()
+            except BrokerError as exc:  # the chord is done; the stuck-workflow recovery sends its callback
+                logger.warning("Chord %s complete, but its callback could not be sent: %s", group_id, exc)
+                return
         else:
             counter = ChordCounter.objects.get(group_id=group_id)
             trigger_callback(app=self.app, callback=callback, group_result=counter.group_result(app=self.app))

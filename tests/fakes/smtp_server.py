@@ -3,7 +3,8 @@
 import asyncio
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from email import message_from_bytes
 
 from aiosmtpd.controller import Controller
@@ -14,6 +15,7 @@ class Received:
     to: list[str]
     subject: str
     message_id: str
+    at: float = field(default_factory=time.time)  # when the server accepted it
 
 
 class FakeSmtpServer:

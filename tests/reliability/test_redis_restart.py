@@ -25,14 +25,14 @@ def test_every_order_confirms_once_after_redis_restarts_mid_workflow(
 ) -> None:
     """A broker restart loses every queued message: workers must reconnect on their own and the
     recovery job must finish what was lost, without charging or messaging anyone twice."""
-    # Slower charges (0.5 s) keep most workflows queued or running when Redis goes away.
-    stack = make_stack(env={"PAYMENT_DEMO_LATENCY": "0.5"})
+    # Slower charges (1 s) keep most workflows queued or running when Redis goes away.
+    stack = make_stack(env={"PAYMENT_DEMO_LATENCY": "1"})
     stack.start(workers=1)
     worker = stack.workers[0]
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
 
     before = wait_for(
-        lambda: (counts := statuses(order_ids))["confirmed"] >= 2 and counts, timeout=60, message="first orders done"
+        lambda: (counts := statuses(order_ids))["processing"] >= 1 and counts, timeout=60, message="workflows running"
     )
     in_flight = ORDERS - sum(before[s] for s in FINAL_STATUSES)
     stack.redis.stop()  # no persistence: every queued, reserved and unacknowledged message is gone

@@ -101,6 +101,7 @@ def test_the_sales_an_unpaid_order_counted_are_taken_back_out():
 def test_a_failed_unpaid_order_is_cancelled_without_releasing_its_stock_twice():
     product = make_product(stock=5)
     order = place(product, 2, minutes_ago=61)
+    order.steps.filter(name="create_shipment").update(state=states.FAILURE)  # as the step records it
     services.fail_order(str(order.pk))  # failed: stock released already
     assert reload(order).status == Order.Status.FAILED and stock_of(product) == 5
 
@@ -253,3 +254,24 @@ def test_a_paid_order_stuck_past_the_stale_limit_is_still_sent_again(django_capt
 
     with django_capture_on_commit_callbacks():
         assert list(maintenance.recover_stuck_workflows()) == [order.number]
+
+
+def test_step_records_a_dead_worker_left_behind_are_settled_from_the_order():
+    confirmed, failed, running = (place(make_product(stock=5)) for _ in range(3))
+    Order.objects.filter(pk=confirmed.pk).update(status=Order.Status.CONFIRMED)
+    Order.objects.filter(pk=failed.pk).update(status=Order.Status.FAILED)
+    long_ago = timezone.now() - timedelta(minutes=30)
+    Order.objects.filter(pk__in=[confirmed.pk, failed.pk]).update(updated_at=long_ago)
+    WorkflowStep.objects.filter(order__in=[confirmed, failed, running], name="record_sales").update(
+        state=states.STARTED, started_at=long_ago
+    )
+    WorkflowStep.objects.filter(order=failed, name="send_confirmation_sms").update(state=states.FAILURE)
+
+    settled = maintenance.settle_lost_step_records(minutes=10)
+
+    assert settled == 6 + 1  # every step of the confirmed order; the lost run of the failed one
+    assert set(confirmed.steps.values_list("state", flat=True)) == {states.SUCCESS}
+    lost = failed.steps.get(name="record_sales")
+    assert (lost.state, lost.error) == (states.FAILURE, "No record of how this run ended")
+    assert failed.steps.filter(state=states.PENDING).count() == 4  # never ran: left as they are
+    assert running.steps.get(name="record_sales").state == states.STARTED  # an active order is not settled

@@ -358,3 +358,36 @@ def test_send_sms_with_the_file_provider_writes_one_line_per_key(providers):
         (record,) = [json.loads(line) for line in log]
     assert (record["to"], record["body"], record["idempotency_key"]) == ("+442079460958", "Order SO-1 confirmed", "k")
     assert stored("k").provider_message_id == record["id"]
+
+
+def queue(key: str, channel: str = "email") -> None:
+    recipient = "ada@example.com" if channel == "email" else "+442079460000"
+    services.queue(
+        [Notification(idempotency_key=key, channel=channel, recipient=recipient, subject="Queued", body="Queued body")]
+    )
+
+
+@pytest.mark.django_db
+def test_a_queued_message_is_delivered_once_by_its_key(gateway):
+    queue("outbox:email")
+    queue("outbox:sms", channel="sms")
+
+    for _ in range(2):  # the task delivered twice
+        services.deliver("outbox:email")
+        services.deliver("outbox:sms")
+
+    assert [(m.subject, m.to) for m in mail.outbox] == [("Queued", ["ada@example.com"])]
+    assert [(r.to, r.body) for r in gateway.accepted()] == [("+442079460000", "Queued body")]
+    assert {stored(key).status for key in ("outbox:email", "outbox:sms")} == {Notification.Status.SENT}
+    assert stored("outbox:email").attempts == 1
+
+
+@pytest.mark.django_db
+def test_a_message_queued_for_a_cancelled_order_is_not_sent():
+    queue("outbox:cancelled")
+    Notification.objects.filter(idempotency_key="outbox:cancelled").update(status=Notification.Status.CANCELLED)
+
+    services.deliver("outbox:cancelled")
+
+    assert mail.outbox == []
+    assert stored("outbox:cancelled").status == Notification.Status.CANCELLED

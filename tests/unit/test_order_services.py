@@ -9,6 +9,7 @@ from django.db import transaction
 
 from orders import services, stock, tasks
 from orders.checkout import Customer, place_order
+from orders.errors import NoFailedStep
 from orders.models import DemoGatewayCharge, Order, Payment, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
 from shop.errors import PermanentProviderError
@@ -325,6 +326,7 @@ def test_fail_order_takes_counted_sales_back_out_once():
     services.record_sales(str(other.pk))
     services.record_sales(str(order.pk))
     assert Product.objects.get(pk=product.pk).units_sold == 3
+    order.steps.filter(name="send_confirmation_sms").update(state=states.FAILURE)  # as the step records it
 
     services.fail_order(str(order.pk))
     services.fail_order(str(order.pk))
@@ -332,3 +334,15 @@ def test_fail_order_takes_counted_sales_back_out_once():
     assert Product.objects.get(pk=product.pk).units_sold == 1  # only the other order's unit
     assert services.record_sales(str(order.pk)) is False  # a late redelivery counts nothing
     assert Product.objects.get(pk=product.pk).units_sold == 1
+
+
+def test_the_error_callback_stops_no_order_whose_steps_did_not_fail():
+    # An error outside every step (a broker that could not take the next message): the order
+    # stays active for the stuck-workflow recovery, and the callback is retried meanwhile.
+    order = place((make_product(stock=5), 1))
+
+    with pytest.raises(NoFailedStep):
+        services.fail_order(str(order.pk))
+
+    order.refresh_from_db()
+    assert order.status == Order.Status.PENDING and order.stock_released_at is None
