@@ -68,13 +68,7 @@ def shipment_reference(order_id: str) -> str:
 
 def record_sales(order_id: str) -> bool:
     """Add the order's units to the products' sales statistics, once."""
-    with transaction.atomic():
-        claimed = Order.objects.filter(
-            pk=order_id, sales_recorded_at__isnull=True, status__in=Order.ACTIVE_STATUSES
-        ).update(sales_recorded_at=timezone.now())
-        if claimed:
-            stock.add_to_products(order_id, "units_sold", +1)
-    return bool(claimed)
+    return stock.count_sales_once(order_id, timezone.now())
 
 
 def confirmation_messages(order: Order, lines: list) -> list[Notification]:

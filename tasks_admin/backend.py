@@ -66,6 +66,10 @@ _COUNT_PART = (
     f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 "
     "WHERE group_id = %s AND EXISTS (SELECT 1 FROM part) RETURNING count"
 )
+_CREATE_COUNTER = (
+    f"INSERT INTO {ChordCounter._meta.db_table} (group_id, sub_tasks, count) VALUES (%s, %s, %s) "
+    "ON CONFLICT (group_id) DO NOTHING"
+)
 _RESULT_FIELDS = [f.name for f in TaskResult._meta.concrete_fields if f.name not in ("id", "task_id", "date_created")]
 
 
@@ -155,14 +159,16 @@ class ShopDatabaseBackend(DatabaseBackend):
         if not isinstance(header_result, GroupResult):
             header_result = self.app.GroupResult(*header_result_args)
         results = [r.as_tuple() for r in header_result]
-        counter = ChordCounter(
-            group_id=header_result.id, sub_tasks=json.dumps(results), count=body.get("chord_size") or len(results)
-        )
+        row = [header_result.id, json.dumps(results), body.get("chord_size") or len(results)]
         task = self.app.current_worker_task
+
+        def create() -> bool:  # SQL, not bulk_create: a fifth of the time a chord took to send
+            with connection.cursor() as cursor:
+                cursor.execute(_CREATE_COUNTER, row)
+            return True
+
         created = self._write(
-            f"create the counter of chord {header_result.id}",
-            task.request.id if task else None,
-            lambda: ChordCounter.objects.bulk_create([counter], ignore_conflicts=True),
+            f"create the counter of chord {header_result.id}", task.request.id if task else None, create
         )
         if created is None:
             logger.warning("Chord %s has no counter: the stuck-workflow recovery sends its callback", header_result.id)

@@ -172,11 +172,26 @@ def _write_runs(rows: dict) -> None:
         return
     known = set(TaskRecord.objects.filter(task_id__in=list(rows)).values_list("task_id", flat=True))
     missing = [
-        TaskRecord(task_id=task_id, **{**row["insert"], **fields[task_id]})
+        TaskRecord(task_id=task_id, **_unsent(*row["insert"]), **fields[task_id])
         for task_id, row in rows.items()
         if task_id not in known and "insert" in row
     ]
     TaskRecord.objects.bulk_create(missing, ignore_conflicts=True)
+
+
+def _unsent(name: str, args, kwargs, request, at) -> dict:
+    """The record of a task sent by a process that does not record, from its run's request."""
+    return {
+        "task_name": name,
+        "args": encode_arguments(list(args or ())),
+        "kwargs": encode_arguments(kwargs or {}),
+        "queue": (request.delivery_info or {}).get("routing_key") or "",
+        "root_id": request.root_id or "",
+        "parent_id": request.parent_id or "",
+        "group_id": request.group or "",
+        "order_id": _order_id(name, tuple(args or ())),
+        "sent_at": at,
+    }
 
 
 _runs = writebehind.Table("task history", _write_runs, additive=("attempts",))
@@ -197,17 +212,7 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
         attempts=1,
         **group,
         # Only for a task sent by a process that does not record (another app, a shell).
-        insert={
-            "task_name": task.name,
-            "args": encode_arguments(list(args or ())),
-            "kwargs": encode_arguments(kwargs or {}),
-            "queue": (request.delivery_info or {}).get("routing_key") or "",
-            "root_id": request.root_id or "",
-            "parent_id": request.parent_id or "",
-            "group_id": request.group or "",
-            "order_id": _order_id(task.name, tuple(args or ())),
-            "sent_at": now,
-        },
+        insert=(task.name, args, kwargs, request, now),
     )
 
 

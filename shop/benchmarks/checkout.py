@@ -23,7 +23,7 @@ def _payload(n: int) -> bytes:
         {
             "customer": {"name": f"Bench {n}", "email": f"bench{n}@example.com", "phone": f"+4479461{n % 100000:05d}"},
             "shipping_address": f"{n} Benchmark Road",
-            "items": [{"sku": workflow.SKU, "quantity": 1}],
+            "items": [{"sku": f"{workflow.SKU}-{n % workflow.PRODUCTS}", "quantity": 1}],
             "card_number": "4242 4242 4242 4242",
         }
     ).encode()
@@ -48,7 +48,7 @@ def _time_checkouts(url: str, count: int, offset: int) -> list[float]:
 def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, log: Callable[[str], None]) -> tuple:
     """(ours, baseline): each {p50, p95} in seconds."""
     workflow._reset()
-    workflow._product()
+    workflow._catalog()
     with SlowSmsGateway(delay) as sms, SlowSmtpServer(delay) as smtp:
         providers = {"SMS_PROVIDER": "http", "SMS_HTTP_URL": sms.url, "SMS_API_KEY": "bench", **smtp.env()}
         providers["SMS_TIMEOUT"] = str(int(delay) + 10)

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from shop import embedded_redis
+from shop.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -46,13 +47,6 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_log(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM (a worker's warm shutdown), then SIGKILL to whatever of its group is left."""
         if self.process is None:
@@ -81,9 +75,11 @@ class Stack:
         self.redis_port = free_port()
         self.broker_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.processes: list[Process] = []
+        self._started = 0  # processes started so far: each gets a log of its own
         self._redis: subprocess.Popen | None = None
 
     def __enter__(self) -> "Stack":
+        """Start Redis, and send this process's own tasks (the checkouts' workflows) to it."""
         binary = embedded_redis.server_binary()
         self._redis = subprocess.Popen(
             [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -98,9 +94,12 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        self._broker_url, celery_app.conf.broker_url = celery_app.conf.broker_url, self.broker_url
         return self
 
     def __exit__(self, *exc) -> None:
+        celery_app.conf.broker_url = self._broker_url
+        celery_app.pool.force_close_all()
         for process in reversed(self.processes):
             process.stop()
         if self._redis:
@@ -122,12 +121,18 @@ class Stack:
         return {**os.environ, **base, **self.extra_env, **overrides}
 
     def worker(self, *args: str, app: str = "shop", **env: str) -> Process:
-        """`celery -A <app> worker <args>`, once it is ready."""
-        name = f"worker{len(self.processes) + 1}"
-        argv = [str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--hostname", f"{name}@%h", *args]
+        """`celery -A <app> worker <args>` (Celery's defaults where `args` say nothing), once it
+        answers a ping: consuming."""
+        self._started += 1
+        name = f"worker{self._started}"
+        hostname = f"{name}@{socket.gethostname()}"
+        argv = [str(BIN / "celery"), "-A", app, "worker", "--hostname", hostname, *args]
         process = Process(name, argv, self.env(**env), self.directory).start()
         self.processes.append(process)
-        process.wait_for_log(" ready.")
+        deadline = time.monotonic() + 60
+        while not celery_app.control.ping(destination=[hostname], timeout=0.5):
+            if process.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{process.log()[-3000:]}")
         return process
 
     def web(self, wsgi: str = "shop.wsgi", workers: int = 2, threads: int = 8, **env: str) -> str:
@@ -135,7 +140,8 @@ class Stack:
         port = free_port()
         argv = [str(BIN / "gunicorn"), wsgi, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
         argv += ["--threads", str(threads)]
-        process = Process(f"web{len(self.processes) + 1}", argv, self.env(**env), self.directory).start()
+        self._started += 1
+        process = Process(f"web{self._started}", argv, self.env(**env), self.directory).start()
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -35,14 +35,15 @@ from .stack import ROOT, Stack
 Log = Callable[[str], None]
 
 # The README's production layout (Procfile): payment and database steps on prefork, e-mail
-# and SMS on threads.
+# and SMS on threads, logging warnings and errors (the task history records every task).
 PRODUCTION_WORKERS = (
-    ("-Q", "orders,celery", "--pool", "prefork", "--concurrency", "4"),
-    ("-Q", "notifications", "--pool", "threads", "--concurrency", "20"),
+    ("-Q", "orders,celery", "--pool", "prefork", "--concurrency", "4", "--prefetch-multiplier", "4", "-l", "WARNING"),
+    ("-Q", "notifications", "--pool", "threads", "--concurrency", "20", "-l", "WARNING"),
 )
 PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
 STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "shop.benchmarks.stock_settings"}
-SKU = "BENCH-1"
+SKU = "BENCH"
+PRODUCTS = 50
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,21 @@ class Drain:
         return self.count / self.seconds
 
 
-def _product() -> Product:
+def _catalog() -> None:
+    """PRODUCTS products in stock for as long as the benchmark buys: orders buy them in turn,
+    as a shop's orders spread over its catalog."""
     category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "Benchmark"})
-    product, _ = Product.objects.get_or_create(
-        sku=SKU, defaults={"category": category, "name": "Bench mug", "slug": "bench-mug", "price": Decimal("9.90")}
-    )
-    Product.objects.filter(pk=product.pk).update(stock=10**9)
-    return product
+    for n in range(PRODUCTS):
+        Product.objects.update_or_create(
+            sku=f"{SKU}-{n}",
+            defaults={
+                "category": category,
+                "name": f"Bench mug {n}",
+                "slug": f"bench-mug-{n}",
+                "price": Decimal("9.90"),
+                "stock": 10**9,
+            },
+        )
 
 
 def checkout(n: int) -> tuple[str, float]:
@@ -69,7 +78,7 @@ def checkout(n: int) -> tuple[str, float]:
     order = place_order(
         customer=Customer(name=f"Bench {n}", email=f"bench{n}@example.com", phone=f"+4479460{n % 100000:05d}"),
         shipping_address=f"{n} Benchmark Road",
-        items=[(SKU, 1)],
+        items=[(f"{SKU}-{n % PRODUCTS}", 1)],
         card_number="4242 4242 4242 4242",
     )
     return str(order.pk), time.time()
@@ -118,7 +127,7 @@ def _reset() -> None:
 def shop_throughput(stack: Stack, orders: int, workers=PRODUCTION_WORKERS, **env: str) -> Drain:
     """Orders placed with no worker running, then drained by the workers."""
     _reset()
-    _product()
+    _catalog()
     order_ids = [checkout(n)[0] for n in range(orders)]
     started = [stack.worker(*args, **PROVIDERS, **env) for args in workers]
     try:
@@ -155,7 +164,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
     """Checkout commit → order confirmed, for orders placed at `rate` a second while the workers run."""
     _reset()
-    _product()
+    _catalog()
     started = [stack.worker(*args, **PROVIDERS) for args in PRODUCTION_WORKERS]
     try:
         placed, start = [], time.monotonic()
@@ -196,7 +205,7 @@ class SqlCost:
 def shop_sql(stack: Stack, orders: int, directory: Path) -> SqlCost:
     """SQL the workers send per order workflow, counted in every worker process (sqlcount)."""
     _reset()
-    _product()
+    _catalog()
     directory.mkdir(parents=True, exist_ok=True)
     with CaptureQueriesContext(connection) as checkout_queries:
         order_ids = [checkout(n)[0] for n in range(orders)]
