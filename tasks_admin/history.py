@@ -172,7 +172,7 @@ def _write_runs(rows: dict) -> None:
         return
     known = set(TaskRecord.objects.filter(task_id__in=list(rows)).values_list("task_id", flat=True))
     missing = [
-        TaskRecord(task_id=task_id, **_unsent(*row["insert"]), **fields[task_id])
+        TaskRecord(task_id=task_id, **{**_unsent(*row["insert"]), **fields[task_id]})
         for task_id, row in rows.items()
         if task_id not in known and "insert" in row
     ]

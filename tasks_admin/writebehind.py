@@ -157,6 +157,8 @@ def flush() -> None:
                 connection.close()  # reconnect on the next attempt
                 with _lock:
                     table._restore(rows)
+            except Exception:  # a bug: these records are lost, the flusher carries on with the next
+                logger.exception("Could not write %d %s records; dropped them", len(rows), table.name)
 
 
 def _batching() -> bool:

@@ -227,7 +227,7 @@ def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
     except ServerUnavailable as exc:
         log(f"  skipped: {exc}")
         return []
-    figures = []
+    figures, judged = [], sizes.admin_rows >= 1_000_000  # the targets are for a million rows
     for page in report.pages:
         target = page.page != "search: order number"
         figures.append(
@@ -238,8 +238,12 @@ def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
                 page.stock.median_ms / 1000 if page.stock else None,
                 "s",
                 "stock django-celery-results admin" if page.stock else "the stock admin cannot search by order",
-                "≤ 100 ms, ≥ 15× faster" if target else "≤ 100 ms",
-                (lambda f: f.value <= 0.1 and f.baseline / f.value >= 15) if target else (lambda f: f.value <= 0.1),
+                ("≤ 100 ms, ≥ 15× faster" if target else "≤ 100 ms") if judged else "(at 1,000,000 rows)",
+                None
+                if not judged
+                else (lambda f: f.value <= 0.1 and f.baseline / f.value >= 15)
+                if target
+                else (lambda f: f.value <= 0.1),
             )
         )
     return figures

@@ -1,16 +1,18 @@
 """Task history bookkeeping that needs no worker: argument encoding, restoring revokes."""
 
 import datetime as dt
+import os
 import uuid
 from decimal import Decimal
 
 import pytest
-from celery import states
+from celery import current_app, states
 from celery.worker.state import revoked
 from django.utils import timezone
 
 from orders import tasks
 from orders.payments import PaymentDeclined
+from tasks_admin import history, writebehind
 from tasks_admin.history import decode_arguments, encode_arguments, record_failure, restore_revoked
 from tasks_admin.models import DeadLetter, TaskRecord
 
@@ -66,3 +68,21 @@ def test_a_failure_the_task_declares_is_recorded_but_is_no_dead_letter():
         True,
     )
     assert list(DeadLetter.objects.values_list("pk", flat=True)) == [broken.pk]
+
+
+@pytest.mark.django_db
+def test_a_task_no_process_recorded_when_it_was_sent_is_recorded_when_it_runs(monkeypatch):
+    # Sent by another app or a shell: its start and end arrive in the worker's batch, unknown.
+    monkeypatch.setattr(writebehind, "_enabled_pid", os.getpid())
+    task = current_app.tasks["orders.tasks.record_sales"]
+    task.push_request(id="unsent-1", delivery_info={"routing_key": "celery"}, group="g-1", hostname="w@h")
+    try:
+        history.record_started("unsent-1", task, ["not-an-order"], {})
+        history.record_finished("unsent-1", task, state=states.SUCCESS)
+    finally:
+        task.pop_request()
+    writebehind.flush()
+
+    record = TaskRecord.objects.get(task_id="unsent-1")
+    assert (record.task_name, record.state, record.attempts, record.group_id) == (task.name, states.SUCCESS, 1, "g-1")
+    assert record.args == ["not-an-order"] and record.queue == "celery" and record.finished_at is not None
