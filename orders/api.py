@@ -2,6 +2,7 @@
 
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from shop.cart import MAX_LINE_QUANTITY
 from shop.jsonapi import ApiError, api_view, read_json_object
@@ -56,13 +57,12 @@ def order_create(request: HttpRequest) -> JsonResponse:
         )
     except CheckoutError as exc:
         raise ApiError(400, {"items": [str(exc)]}) from None
-    status = order_status(order)
     return JsonResponse(
         {
-            "id": status["id"],
-            "number": status["number"],
-            "status": status["status"],
-            "status_url": request.build_absolute_uri(status["status_url"]),
+            "id": str(order.pk),
+            "number": order.number,
+            "status": order.status,
+            "status_url": request.build_absolute_uri(reverse("api:order_detail", args=[order.pk])),
         },
         status=202,
     )

@@ -8,6 +8,7 @@ retried or revoked at once. Recording is best effort: a database error is logged
 never stops a task from being sent or run.
 """
 
+import functools
 import json
 import logging
 import time
@@ -90,19 +91,19 @@ class PlannedTask:
 def record_planned(tasks: Iterable[PlannedTask]) -> None:
     """Record a canvas's tasks as queued, in the caller's transaction, with the routing they
     will be sent with; send them with RECORDED_HEADER so that publishing writes nothing."""
-    router, now = current_app.amqp.router, timezone.now()
+    now = timezone.now()
     records = []
     for task in tasks:
-        queue = router.route({}, task.task_name)["queue"]
+        queue, exchange, routing_key = _route(task.task_name)
         records.append(
             TaskRecord(
                 task_id=task.task_id,
                 task_name=task.task_name,
                 args=encode_arguments(task.args),
                 kwargs={},
-                queue=queue.name,
-                exchange=queue.exchange.name if queue.exchange else "",
-                routing_key=queue.routing_key or "",
+                queue=queue,
+                exchange=exchange,
+                routing_key=routing_key,
                 root_id=task.root_id,
                 parent_id=task.parent_id,
                 chord_id=task.chord_id,
@@ -111,6 +112,13 @@ def record_planned(tasks: Iterable[PlannedTask]) -> None:
             )
         )
     TaskRecord.objects.bulk_create(records)
+
+
+@functools.cache
+def _route(task_name: str) -> tuple[str, str, str]:
+    """The queue, exchange and routing key Celery sends `task_name` with (the routes are settings)."""
+    queue = current_app.amqp.router.route({}, task_name)["queue"]
+    return queue.name, queue.exchange.name if queue.exchange else "", queue.routing_key or ""
 
 
 def forget_planned(task_ids: Iterable[str]) -> None:

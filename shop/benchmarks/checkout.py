@@ -15,7 +15,7 @@ from .database import BenchmarkError
 from .providers import SlowSmsGateway, SlowSmtpServer
 from .stack import Stack
 
-CLIENTS = 4  # requests in flight at once
+CLIENTS = 2  # requests in flight at once: one per web worker (the Procfile's gunicorn)
 
 
 def _payload(n: int) -> bytes:
@@ -40,7 +40,8 @@ def _post(url: str, n: int) -> float:
 
 
 def _time_checkouts(url: str, count: int, offset: int) -> list[float]:
-    _post(url, offset - 1)  # a warm-up: the first request imports and connects
+    with ThreadPoolExecutor(CLIENTS) as pool:  # a warm-up: the first requests import and connect
+        list(pool.map(lambda n: _post(url, offset - 1 - n), range(2 * CLIENTS)))
     with ThreadPoolExecutor(CLIENTS) as pool:
         return list(pool.map(lambda n: _post(url, offset + n), range(count)))
 
@@ -53,13 +54,13 @@ def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, l
         providers = {"SMS_PROVIDER": "http", "SMS_HTTP_URL": sms.url, "SMS_API_KEY": "bench", **smtp.env()}
         providers["SMS_TIMEOUT"] = str(int(delay) + 10)
         workers = [stack.worker(*args, **providers) for args in workflow.PRODUCTION_WORKERS]
-        url = stack.web(**providers)
+        url = stack.web(workers=2, threads=1, **providers)
         log(f"  {requests} checkouts, {CLIENTS} at a time, with {delay:g} s providers and the workers running ...")
         ours = _time_checkouts(url, requests, offset=0)
         for worker in workers:
             stack.stop(worker)
         stack.purge()
-        sync_url = stack.web("shop.benchmarks.sync_checkout:application", **providers)
+        sync_url = stack.web("shop.benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
         log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
         baseline = _time_checkouts(sync_url, baseline_requests, offset=100_000)
     TaskResult.objects.all().delete()

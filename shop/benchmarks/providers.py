@@ -3,6 +3,7 @@ take a fixed time to accept a message, as a real provider under load might."""
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,7 @@ class SlowSmtpServer:
     """Accepts every message `delay` seconds after its DATA."""
 
     def __init__(self, delay: float) -> None:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every connection
         self.delay, self.received = delay, 0
         self.port = free_port()
         server = self

@@ -9,8 +9,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured value next to its baseline. `ratio` is value ÷ baseline; `target` says
-    whether the figure meets what the shop promises (issue 5's targets)."""
+    """One measured value next to its baseline. `ratio` is value ÷ baseline; the table says it as
+    "N× better" the way the figure improves (`better`: "higher" for a rate, "lower" for a time
+    or a count); `target` says whether it meets what the shop promises."""
 
     group: str
     name: str
@@ -20,6 +21,7 @@ class Figure:
     baseline_label: str
     target_text: str = ""
     target: Callable[["Figure"], bool] | None = field(default=None, compare=False, repr=False)
+    better: str = "lower"
 
     @property
     def ratio(self) -> float | None:
@@ -37,6 +39,7 @@ class Figure:
             "baseline": None if self.baseline is None else round(self.baseline, 4),
             "ratio": None if self.ratio is None else round(self.ratio, 3),
             "unit": self.unit,
+            "better": self.better,
             "baseline_is": self.baseline_label,
             "target": self.target_text,
             "met": self.met,
@@ -53,11 +56,21 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:,.1f} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
 
 
+def _gain(figure: Figure) -> str:
+    """How much better (or worse) than its baseline, the way the figure improves."""
+    if figure.ratio is None:
+        return ""
+    gain = figure.ratio if figure.better == "higher" else 1 / figure.ratio if figure.ratio else float("inf")
+    if abs(gain - 1) < 0.005:
+        return "same"
+    return f"{gain:.2f}× better" if gain > 1 else f"{1 / gain:.2f}× worse"
+
+
 def table(figures: list[Figure], machine: dict) -> str:
-    header = ("figure", "ours", "baseline", "ratio", "target", "baseline is")
+    header = ("figure", "ours", "baseline", "vs baseline", "target", "baseline is")
     rows = [header]
     for figure in figures:
-        ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}×"
+        ratio = _gain(figure)
         target = figure.target_text + ("" if figure.met is None else (" ✓" if figure.met else " ✗"))
         rows.append(
             (

@@ -93,7 +93,7 @@ def measure(stack: Stack, products: int, requests: int, log: Callable[[str], Non
     for size in (50, products):
         _catalog(size)
         pages = _pages()
-        url = stack.web(workers=2, threads=4)
+        url = stack.web(workers=2, threads=1)  # the Procfile's gunicorn
         log(f"  {size:,} products: {len(pages)} pages × {requests} requests ...")
         queries = queries_per_page(pages)
         for label, path in pages.items():

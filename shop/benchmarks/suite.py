@@ -96,6 +96,7 @@ def _throughput_and_latency(stack: Stack, sizes: Sizes, parts: tuple[str, ...], 
             "stock no-op canvas, django-db results",
             "≥ 2.0× baseline",
             lambda f: f.ratio >= 2.0,
+            better="higher",
         )
     ]
     if "latency" in parts:
@@ -215,7 +216,15 @@ def _scaling(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
         drain = workflow.shop_throughput(stack, sizes.scaling_orders, workers=[("--concurrency", "1")] * count)
         single = single or drain.per_second
         figures.append(
-            Figure("scaling", f"{count} worker process(es)", drain.per_second, single, "/s", "1 worker process")
+            Figure(
+                "scaling",
+                f"{count} worker process(es)",
+                drain.per_second,
+                single,
+                "/s",
+                "1 worker process",
+                better="higher",
+            )
         )
     return figures
 
