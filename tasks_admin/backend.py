@@ -7,10 +7,14 @@ chords through ChordCounter), with changes the failure-injection suite forced.
    header task is recorded once (a row unique on group and task id, inserted with
    ON CONFLICT DO NOTHING), and only a new row decrements the counter, by a single
    UPDATE ... RETURNING; the report that reaches zero fires the callback, so it fires
-   exactly once. An immutable callback (`.si()`, as in the order workflow) is sent
-   without first reading back every header result. The counter itself is created once
-   too: a chain step run again (redelivered, retried after its worker was lost) sends
-   its chord again, and a second INSERT of the same group would fail the step.
+   exactly once. A header task that fails fails the chord at once: its report removes
+   the counter (so only one report calls the error callbacks, and no later report can
+   fire the callback). An immutable callback (`.si()`, as in the order workflow) is sent
+   without first reading back every header result; if the broker refuses it, the chord
+   is left to the stuck-workflow recovery rather than failing the header task that
+   finished it. The counter itself is created once too: a chain step run again
+   (redelivered, retried after its worker was lost) sends its chord again, and a second
+   INSERT of the same group would fail the step.
 2. Database outages. Writes — results, chord counters, chord reports — are retried
    while PostgreSQL is unreachable, but only until shortly before the running task's
    soft time limit (RESULT_WRITE_RETRY_SECONDS outside a task). Waiting longer turned
