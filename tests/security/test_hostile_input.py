@@ -672,3 +672,26 @@ def test_html_in_task_arguments_is_escaped_on_the_task_console(admin_client: Cli
             payload,
             where="task console",
         )
+
+
+@hostile(25)
+@given(name=html_strings, worker=html_strings, message=html_strings)
+def test_html_in_task_rows_is_escaped_on_the_task_lists(admin_client: Client, name: str, worker: str, message: str):
+    """The task and dead-letter lists write their cells directly (tasks_admin/changelist.py): a task
+    name, worker or error that looks like markup is still shown as text."""
+    with rolled_back():
+        TaskRecord.objects.create(
+            task_id=str(uuid.uuid4()),
+            task_name=f"x.{name}",
+            state=states.FAILURE,
+            sent_at=timezone.now(),
+            finished_at=timezone.now(),
+            worker=worker[:255],
+            exception_type="RuntimeError",
+            exception_message=message[:140],
+        )
+        tasks = admin_client.get(reverse("admin:tasks_admin_taskrecord_changelist"))
+        dead_letters = admin_client.get(reverse("admin:tasks_admin_deadletter_changelist"))
+
+        assert_escaped(tasks, f"x.{name}", name.rpartition(".")[2], worker[:255], where="task list")
+        assert_escaped(dead_letters, name.rpartition(".")[2], message[:140], where="dead-letter list")
