@@ -1,6 +1,11 @@
 """Checkout latency with slow providers: POST /api/orders/ through gunicorn while the SMS gateway
 and the SMTP server each take 2 s per message, next to the synchronous baseline
-(shop/benchmarks/sync_checkout.py) that sends both inside the request."""
+(shop/benchmarks/sync_checkout.py) that sends both inside the request.
+
+Ours is measured twice while the workers run the orders' workflows on the same cores: at half
+the measured order throughput (as customers arrive: the load the shop sustains) and flat out
+(two clients back to back, several times faster than the workers can follow, so the backlog
+grows and the web competes with the workers for CPU)."""
 
 import json
 import time
@@ -15,7 +20,8 @@ from .database import BenchmarkError
 from .providers import SlowSmsGateway, SlowSmtpServer
 from .stack import Stack
 
-CLIENTS = 2  # requests in flight at once: one per web worker (the Procfile's gunicorn)
+CLIENTS = 2  # flat out: requests in flight at once, one per web worker (the Procfile's gunicorn)
+OPEN_LOOP_THREADS = 8  # at a rate: enough clients that a slow answer never delays the next arrival
 
 
 def _payload(n: int) -> bytes:
@@ -39,15 +45,28 @@ def _post(url: str, n: int) -> float:
     return time.perf_counter() - start
 
 
-def _time_checkouts(url: str, count: int, offset: int) -> list[float]:
+def _time_checkouts(url: str, count: int, offset: int, rate: float | None = None) -> list[float]:
+    """Each request's time: `rate` a second on a fixed schedule (open loop: a slow answer does
+    not hold back the next customer), or, without a rate, CLIENTS clients back to back."""
     with ThreadPoolExecutor(CLIENTS) as pool:  # a warm-up: the first requests import and connect
         list(pool.map(lambda n: _post(url, offset - 1 - n), range(2 * CLIENTS)))
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        return list(pool.map(lambda n: _post(url, offset + n), range(count)))
+    if rate is None:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            return list(pool.map(lambda n: _post(url, offset + n), range(count)))
+    start = time.monotonic()
+
+    def on_time(n: int) -> float:
+        time.sleep(max(0.0, start + n / rate - time.monotonic()))
+        return _post(url, offset + n)
+
+    with ThreadPoolExecutor(OPEN_LOOP_THREADS) as pool:
+        return list(pool.map(on_time, range(count)))
 
 
-def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, log: Callable[[str], None]) -> tuple:
-    """(ours, baseline): each {p50, p95} in seconds."""
+def measure(
+    stack: Stack, requests: int, baseline_requests: int, delay: float, rate: float, log: Callable[[str], None]
+) -> tuple[dict, dict, dict]:
+    """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in seconds."""
     workflow._reset()
     workflow._catalog()
     with SlowSmsGateway(delay) as sms, SlowSmtpServer(delay) as smtp:
@@ -55,8 +74,10 @@ def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, l
         providers["SMS_TIMEOUT"] = str(int(delay) + 10)
         workers = [stack.worker(*args, **providers) for args in workflow.PRODUCTION_WORKERS]
         url = stack.web(workers=2, threads=1, **providers)
-        log(f"  {requests} checkouts, {CLIENTS} at a time, with {delay:g} s providers and the workers running ...")
-        ours = _time_checkouts(url, requests, offset=0)
+        log(f"  {requests} checkouts at {rate:.1f}/s with {delay:g} s providers and the workers running ...")
+        at_rate = _time_checkouts(url, requests, offset=0, rate=rate)
+        log(f"  {requests} checkouts, {CLIENTS} clients back to back ...")
+        flat_out = _time_checkouts(url, requests, offset=requests + 10)
         for worker in workers:
             stack.stop(worker)
         stack.purge()
@@ -64,7 +85,7 @@ def measure(stack: Stack, requests: int, baseline_requests: int, delay: float, l
         log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
         baseline = _time_checkouts(sync_url, baseline_requests, offset=100_000)
     TaskResult.objects.all().delete()
-    return _quantiles(ours), _quantiles(baseline)
+    return _quantiles(at_rate), _quantiles(flat_out), _quantiles(baseline)
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:

@@ -44,6 +44,7 @@ class Sizes:
 FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600)
 QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0)
 PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
+CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the order throughput
 
 
 def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: Log) -> tuple[list[Figure], dict]:
@@ -58,7 +59,8 @@ def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: L
             if "sql" in parts:
                 figures += _sql(stack, sizes, Path(tmp), log)
             if "checkout" in parts:
-                figures += _checkout(stack, sizes, log)
+                measured = [f.value for f in figures if f.group == "throughput"]
+                figures += _checkout(stack, sizes, measured[0] / 2 if measured else CHECKOUT_RATE, log)
             if "storefront" in parts:
                 figures += _storefront(stack, sizes, log)
             if "scaling" in parts and sizes.scaling_orders:
@@ -150,27 +152,35 @@ def _sql(stack: Stack, sizes: Sizes, tmp: Path, log: Log) -> list[Figure]:
     ]
 
 
-def _checkout(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
+def _checkout(stack: Stack, sizes: Sizes, rate: float, log: Log) -> list[Figure]:
     log(f"Checkout latency with {PROVIDER_DELAY:g} s SMS and e-mail providers ...")
-    ours, sync = checkout.measure(stack, sizes.checkouts, sizes.sync_checkouts, PROVIDER_DELAY, log)
+    at_rate, flat_out, sync = checkout.measure(stack, sizes.checkouts, sizes.sync_checkouts, PROVIDER_DELAY, rate, log)
     return [
         Figure(
             "checkout",
-            "POST /api/orders/ p50, 2 s providers",
-            ours["p50"],
+            "POST /api/orders/ p50, 2 s providers, half load",
+            at_rate["p50"],
             sync["p50"],
             "s",
             "sending in the request",
         ),
         Figure(
             "checkout",
-            "POST /api/orders/ p95, 2 s providers",
-            ours["p95"],
+            "POST /api/orders/ p95, 2 s providers, half load",
+            at_rate["p95"],
             sync["p95"],
             "s",
             "sending in the request",
             "≤ 50 ms, ≥ 40× faster",
             lambda f: f.value <= 0.05 and f.baseline / f.value >= 40,
+        ),
+        Figure(
+            "checkout",
+            "POST /api/orders/ p95, 2 s providers, flat out",
+            flat_out["p95"],
+            sync["p95"],
+            "s",
+            "sending in the request",
         ),
     ]
 
