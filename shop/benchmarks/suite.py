@@ -39,10 +39,11 @@ class Sizes:
     admin_rows: int
     admin_runs: int
     scaling_orders: int
+    throughput_rounds: int  # each side drained this many times, alternately; its best counts
 
 
-FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600)
-QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0)
+FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600, 2)
+QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0, 1)
 PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
 CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the order throughput
 
@@ -83,11 +84,17 @@ def _machine(engine: str, redis_version: str, quick: bool) -> dict:
 
 
 def _throughput_and_latency(stack: Stack, sizes: Sizes, parts: tuple[str, ...], log: Log) -> list[Figure]:
-    log(f"Order throughput: {sizes.orders} orders through the production workers ...")
-    ours = workflow.shop_throughput(stack, sizes.orders)
-    log(f"  {ours.per_second:.1f} orders/s. Stock baseline: {sizes.orders} no-op canvases ...")
-    stock = workflow.stock_throughput(stack, sizes.orders)
-    log(f"  {stock.per_second:.1f} canvases/s.")
+    # Rounds alternate so that a slow spell of a shared machine (CPU stolen by its neighbours)
+    # does not fall on one side only; each side's best round counts, as timeit's does.
+    ours_rounds, stock_rounds = [], []
+    for round_ in range(1, sizes.throughput_rounds + 1):
+        log(f"Order throughput, round {round_}: {sizes.orders} orders through the production workers ...")
+        ours_rounds.append(workflow.shop_throughput(stack, sizes.orders))
+        log(f"  {ours_rounds[-1].per_second:.1f} orders/s. Stock baseline: {sizes.orders} no-op canvases ...")
+        stock_rounds.append(workflow.stock_throughput(stack, sizes.orders))
+        log(f"  {stock_rounds[-1].per_second:.1f} canvases/s.")
+    ours = max(ours_rounds, key=lambda drain: drain.per_second)
+    stock = max(stock_rounds, key=lambda drain: drain.per_second)
     figures = [
         Figure(
             "throughput",
