@@ -17,7 +17,7 @@ from django_celery_results.models import TaskResult
 
 from . import workflow
 from .database import BenchmarkError
-from .providers import SlowSmsGateway, SlowSmtpServer
+from .providers import SlowProviders
 from .stack import Stack
 
 CLIENTS = 2  # flat out: requests in flight at once, one per web worker (the Procfile's gunicorn)
@@ -69,9 +69,7 @@ def measure(
     """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in seconds."""
     workflow._reset()
     workflow._catalog()
-    with SlowSmsGateway(delay) as sms, SlowSmtpServer(delay) as smtp:
-        providers = {"SMS_PROVIDER": "http", "SMS_HTTP_URL": sms.url, "SMS_API_KEY": "bench", **smtp.env()}
-        providers["SMS_TIMEOUT"] = str(int(delay) + 10)
+    with SlowProviders(delay) as providers:
         workers = [stack.worker(*args, **providers) for args in workflow.PRODUCTION_WORKERS]
         url = stack.web(workers=2, threads=1, **providers)
         log(f"  {requests} checkouts at {rate:.1f}/s with {delay:g} s providers and the workers running ...")

@@ -60,8 +60,9 @@ def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: L
             if "sql" in parts:
                 figures += _sql(stack, sizes, Path(tmp), log)
             if "checkout" in parts:
-                measured = [f.value for f in figures if f.group == "throughput"]
-                figures += _checkout(stack, sizes, measured[0] / 2 if measured else CHECKOUT_RATE, log)
+                measured = [f.value / 2 for f in figures if f.group == "throughput"]
+                load = (measured[0], "half load") if measured else (CHECKOUT_RATE, f"{CHECKOUT_RATE:g}/s")
+                figures += _checkout(stack, sizes, *load, log)
             if "storefront" in parts:
                 figures += _storefront(stack, sizes, log)
             if "scaling" in parts and sizes.scaling_orders:
@@ -159,13 +160,13 @@ def _sql(stack: Stack, sizes: Sizes, tmp: Path, log: Log) -> list[Figure]:
     ]
 
 
-def _checkout(stack: Stack, sizes: Sizes, rate: float, log: Log) -> list[Figure]:
+def _checkout(stack: Stack, sizes: Sizes, rate: float, load: str, log: Log) -> list[Figure]:
     log(f"Checkout latency with {PROVIDER_DELAY:g} s SMS and e-mail providers ...")
     at_rate, flat_out, sync = checkout.measure(stack, sizes.checkouts, sizes.sync_checkouts, PROVIDER_DELAY, rate, log)
     return [
         Figure(
             "checkout",
-            "POST /api/orders/ p50, 2 s providers, half load",
+            f"POST /api/orders/ p50, 2 s providers, {load}",
             at_rate["p50"],
             sync["p50"],
             "s",
@@ -173,7 +174,7 @@ def _checkout(stack: Stack, sizes: Sizes, rate: float, log: Log) -> list[Figure]
         ),
         Figure(
             "checkout",
-            "POST /api/orders/ p95, 2 s providers, half load",
+            f"POST /api/orders/ p95, 2 s providers, {load}",
             at_rate["p95"],
             sync["p95"],
             "s",
