@@ -46,11 +46,11 @@ def row(cl: ChangeList, record) -> SafeString:
 
 def rows_context(cl: ChangeList) -> dict:
     """The context of Django's result_list tag, each row one pre-rendered item."""
-    headers_only = cl.result_list
+    records = cl.result_list
     try:
-        cl.result_list = []  # the headers and hidden fields, without Django's cell rendering
+        cl.result_list = []  # Django's headers and hidden fields, without its cell rendering
         context = result_list(cl)
     finally:
-        cl.result_list = headers_only
-    context["results"] = [[row(cl, record)] for record in cl.result_list]
+        cl.result_list = records
+    context["results"] = [[row(cl, record)] for record in records]
     return context
