@@ -353,7 +353,9 @@ class TaskConsoleMixin:
 
 @admin.register(TaskRecord)
 class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
+    # The row's buttons first: at the end of twelve columns they were scrolled out of sight.
     list_display = (
+        "row_actions",
         "state_badge",
         "task",
         "order_link",
@@ -364,7 +366,6 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
         "sent",
         "started",
         "finished",
-        "row_actions",
     )
     list_filter = (
         StateFilter,
@@ -450,7 +451,7 @@ class ErrorFilter(admin.SimpleListFilter):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
-    list_display = ("task", "exception_type", "error_message", "order_link", "finished", "attempts", "row_actions")
+    list_display = ("row_actions", "task", "exception_type", "error_message", "order_link", "finished", "attempts")
     list_filter = (DeadLetterTaskFilter, ErrorFilter)
     actions = ("requeue_selected", "resolve_selected")
 
