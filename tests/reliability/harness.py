@@ -24,9 +24,10 @@ import redis
 from django.db import close_old_connections
 
 from shop import embedded_redis
+from shop.benchmarks.stack import Process as LoggedProcess
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
-from tests.processes import ROOT, WorkerProcess
+from tests.processes import WorkerProcess
 
 BIN = Path(sys.executable).parent
 FINAL_STATUSES = ("confirmed", "failed", "cancelled")
@@ -65,23 +66,8 @@ class RedisServer:
             self.process.wait()
 
 
-class Process:
-    """A long-running subprocess with its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Process":
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+class Process(LoggedProcess):
+    """A stack process (gunicorn, beat) that stops by a signal to its whole group."""
 
     def signal(self, signum: int) -> None:
         if self.process and self.process.poll() is None:
