@@ -89,18 +89,33 @@ def deliver(key: str) -> Notification:
     )
 
 
-def cancel_queued(order_id) -> int:
-    """The order was cancelled: its queued messages are not to be sent."""
-    return Notification.objects.filter(order_id=order_id, status=Notification.Status.PENDING).update(
-        status=Notification.Status.CANCELLED
-    )
+def cancel(key: str, *, force: bool = False) -> bool:
+    """A queued message is not to be sent after all. One being sent right now still goes, unless
+    `force` (its sender is being stopped): then it is not sent again either."""
+    pending = Notification.objects.filter(idempotency_key=key, status=Notification.Status.PENDING)
+    if not force:
+        pending = pending.exclude(locked_until__gte=timezone.now())
+    return bool(pending.update(status=Notification.Status.CANCELLED, locked_until=None))
 
 
-def reopen_failed(order_id: str) -> int:
-    """Let an order's refused messages be tried again (staff continue its workflow after a fix)."""
-    return Notification.objects.filter(order_id=order_id, status=Notification.Status.FAILED).update(
-        status=Notification.Status.PENDING
+def reopen(key: str, *, recipient: str) -> Notification:
+    """Let a message that was refused or cancelled be sent again — to `recipient`, which staff
+    may have corrected — so that the next delivery calls the provider afresh instead of
+    repeating the stored refusal. A message that was sent stays sent."""
+    Notification.objects.filter(
+        idempotency_key=key, status__in=(Notification.Status.FAILED, Notification.Status.CANCELLED)
+    ).update(status=Notification.Status.PENDING, recipient=recipient, error="", locked_until=None)
+    return Notification.objects.get(idempotency_key=key)
+
+
+def stuck(older_than: timedelta) -> list[str]:
+    """Keys of messages queued before `older_than` ago that nobody is sending: their delivery
+    task was lost (a broker restarted without its messages). The recovery job sends them."""
+    now = timezone.now()
+    rows = Notification.objects.filter(status=Notification.Status.PENDING, created_at__lt=now - older_than).exclude(
+        locked_until__gte=now
     )
+    return list(rows.values_list("idempotency_key", flat=True)[:1000])
 
 
 def _record(key: str, channel: str, recipient: str, body: str, **fields) -> Notification:

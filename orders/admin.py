@@ -6,12 +6,17 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
 from notifications.models import Notification
-from tasks_admin import services as task_console
-from tasks_admin.graph import order_graph, render_svg
+from tasks_admin.graph import render_svg
 
-from .errors import CheckoutError, WorkflowError
-from .models import DemoGatewayCharge, Order, OrderLine, Payment, SalesReport, Shipment, WorkflowStep
+from . import console
+from .errors import CheckoutError, OrderActionRefused
+from .graph import order_graph
+from .models import DemoGatewayCharge, Order, OrderEvent, OrderLine, Payment, SalesReport, Shipment, WorkflowStep
 from .selectors import stuck_orders
+
+# Customer details staff may correct (a mistyped phone number before a message is sent again);
+# each change is recorded in the order's audit trail with its old and new value.
+CONTACT_FIELDS = ("customer_name", "email", "phone", "shipping_address")
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -37,8 +42,14 @@ class OrderLineInline(ReadOnlyInline):
 
 class WorkflowStepInline(ReadOnlyInline):
     model = WorkflowStep
-    fields = ("position", "name", "state", "attempts", "task_id", "started_at", "finished_at", "error")
+    fields = ("position", "name", "state", "task_id", "finished_at", "error")
     ordering = ("position",)
+
+
+class OrderEventInline(ReadOnlyInline):
+    model = OrderEvent
+    fields = ("at", "kind", "from_status", "to_status", "actor", "note", "changes")
+    verbose_name_plural = "audit trail"
 
 
 class PaymentInline(ReadOnlyInline):
@@ -91,12 +102,35 @@ class OrderAdmin(admin.ModelAdmin):
         ("total", "failure_reason"),
         ("created_at", "updated_at", "sales_recorded_at", "stock_released_at"),
     )
-    inlines = (OrderLineInline, WorkflowStepInline, PaymentInline, ShipmentInline, NotificationInline)
+    inlines = (
+        OrderLineInline,
+        WorkflowStepInline,
+        PaymentInline,
+        ShipmentInline,
+        NotificationInline,
+        OrderEventInline,
+    )
     show_full_result_count = False
     change_form_template = "admin/orders/order/change_form.html"
 
     def has_add_permission(self, request) -> bool:
         return False  # orders are placed through checkout, which reserves stock and starts the workflow
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # an order is money and stock: it is cancelled through its state machine, never deleted
+
+    def save_model(self, request: HttpRequest, obj: Order, form, change: bool) -> None:
+        """Only the contact fields are editable; each change is audited with its old value."""
+        changes = {field: [form.initial.get(field), form.cleaned_data[field]] for field in form.changed_data}
+        super().save_model(request, obj, form, change)
+        if changes:
+            OrderEvent.objects.create(
+                order=obj,
+                kind="contact_changed",
+                user=request.user,
+                actor=f"staff:{request.user.get_username()}",
+                changes=changes,
+            )
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.continue_workflow_view)
@@ -120,10 +154,8 @@ class OrderAdmin(admin.ModelAdmin):
             raise PermissionDenied
         order = get_object_or_404(Order, pk=object_id)
         try:
-            steps = task_console.continue_workflow(
-                order, user=request.user, reason=request.POST.get("reason", "")[:500]
-            )
-        except (WorkflowError, CheckoutError) as exc:
+            steps = console.continue_order(order, user=request.user, reason=request.POST.get("reason", "")[:500])
+        except (OrderActionRefused, CheckoutError) as exc:
             messages.error(request, str(exc))
         else:
             messages.success(

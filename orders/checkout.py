@@ -7,16 +7,13 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from notifications import services as notifications
 from shop.cart import MAX_LINE_QUANTITY
 from shop.models import Product
 
-from . import stock
+from . import stock, workflow
 from .errors import CheckoutError, UnknownProduct
 from .models import Order, OrderLine, Payment
 from .payments import get_gateway
-from .services import confirmation_messages
-from .workflow import start_workflow
 
 MAX_TOTAL = Decimal(10) ** (Order._meta.get_field("total").max_digits - Order._meta.get_field("total").decimal_places)
 
@@ -66,7 +63,7 @@ def place_order(
             shipping_address=shipping_address,
             total=total,
         )
-        lines = OrderLine.objects.bulk_create(
+        OrderLine.objects.bulk_create(
             OrderLine(order=order, product=p, sku=p.sku, name=p.name, unit_price=p.price, quantity=quantities[p.sku])
             for p in by_sku.values()
         )
@@ -77,6 +74,5 @@ def place_order(
             card_last4=card.last4,
             idempotency_key=f"order:{order.pk}:charge",
         )
-        notifications.queue(confirmation_messages(order, lines))  # sent by the workflow's chord
-        start_workflow(order)
+        workflow.start(order)
     return order

@@ -1,5 +1,7 @@
 """Errors of the order domain whose messages are meant for the person who asked."""
 
+from tasks_admin.errors import TransientError
+
 
 class CheckoutError(Exception):
     """The order cannot be placed as asked."""
@@ -17,11 +19,16 @@ class InsufficientStock(CheckoutError):
         super().__init__(f"Only {available} of {product.name} ({product.sku}) left; you asked for {requested}.")
 
 
-class WorkflowError(Exception):
-    """The order's workflow cannot be changed as asked (e.g. continuing a confirmed order)."""
+class OrderActionRefused(Exception):
+    """What staff (or a job) asked of an order is not allowed in its state; the message says why."""
 
 
-class NoFailedStep(Exception):
+class StepNotAllowed(Exception):
+    """A workflow step found its order in a state that forbids it (cancelled, held, not paid):
+    the step does nothing and is recorded as not run (orders/steps.py)."""
+
+
+class NoFailedStep(TransientError):
     """The workflow's error callback ran, but no step is recorded as failed: either the record
     of a lost worker's failure is still on its way (retry shortly), or the error was outside
     any step (a broker that could not take the next message): the order is not stopped, and

@@ -1,9 +1,16 @@
-"""What the shop tells a customer about an order, by e-mail and SMS."""
+"""What the shop tells a customer about an order, by e-mail and SMS, and under which business key.
+
+Each message follows from a transition of the order (orders/services.py): it is queued as a
+Notification in the transaction that makes the transition, so a customer hears of an outcome
+only once it is committed, and at most once per key.
+"""
 
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.template.loader import render_to_string
+
+from notifications.models import Notification
 
 from .models import Order
 
@@ -37,18 +44,55 @@ def confirmation_email(order: Order, lines=None) -> EmailContent:
     return _email("confirmation", f"Your order {order.number} is confirmed", order, lines)
 
 
-def failure_email(order: Order) -> EmailContent:
-    if order.status == Order.Status.CANCELLED:
-        return _email("cancelled", f"Your order {order.number} was cancelled", order)
-    return _email("failed", f"A problem with your order {order.number}", order)
-
-
-def stale_cancellation_email(order: Order) -> EmailContent:
-    return _email("stale_cancelled", f"Your order {order.number} was cancelled", order)
-
-
 def confirmation_sms(order: Order) -> str:
     return (
         f"{settings.SHOP_NAME}: thank you! Order {order.number} ({order.total} EUR) is confirmed. "
         f"Track it at {order_url(order)}"
+    )
+
+
+def key(order_id, notice: str, channel: str) -> str:
+    """The business key of a message: one of each per order, e.g. order:<id>:confirmation:sms."""
+    return f"order:{order_id}:{notice}:{channel}"
+
+
+def confirmation(order: Order, lines=None) -> list[Notification]:
+    """The confirmation e-mail and SMS, queued with the confirmation; the workflow's last two
+    tasks send them."""
+    email = confirmation_email(order, lines)
+    return [
+        Notification(
+            idempotency_key=key(order.pk, "confirmation", Notification.Channel.EMAIL),
+            order=order,
+            channel=Notification.Channel.EMAIL,
+            recipient=order.email,
+            subject=email.subject,
+            body=email.body,
+            html_body=email.html_body,
+        ),
+        Notification(
+            idempotency_key=key(order.pk, "confirmation", Notification.Channel.SMS),
+            order=order,
+            channel=Notification.Channel.SMS,
+            recipient=order.phone,
+            body=confirmation_sms(order),
+        ),
+    ]
+
+
+def stopped(order: Order) -> Notification:
+    """The e-mail telling the customer their order stopped before they paid: cancelled (declined
+    card, left unpaid, cancelled by us) or failed (the payment could not be taken)."""
+    if order.status == Order.Status.CANCELLED:
+        notice, content = "cancelled", _email("cancelled", f"Your order {order.number} was cancelled", order)
+    else:
+        notice, content = "failed", _email("failed", f"A problem with your order {order.number}", order)
+    return Notification(
+        idempotency_key=key(order.pk, notice, Notification.Channel.EMAIL),
+        order=order,
+        channel=Notification.Channel.EMAIL,
+        recipient=order.email,
+        subject=content.subject,
+        body=content.body,
+        html_body=content.html_body,
     )

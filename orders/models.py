@@ -3,7 +3,7 @@
 import secrets
 import uuid
 
-from celery import states
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -24,14 +24,24 @@ def new_order_number() -> str:
 
 
 class Order(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending"  # placed; its workflow is queued
-        PROCESSING = "processing"  # a worker has started the workflow
-        CONFIRMED = "confirmed"  # paid, shipment created, customer notified
-        FAILED = "failed"  # a step failed for good; stock released, staff must act
-        CANCELLED = "cancelled"  # payment declined (or cancelled by staff); stock released
+    """A customer's order. Its status changes only through orders/lifecycle.py (the state machine),
+    and the database refuses any other change (migration 0004's trigger)."""
 
-    ACTIVE_STATUSES = (Status.PENDING, Status.PROCESSING)
+    class Status(models.TextChoices):
+        PENDING = "pending"  # placed, stock reserved; the charge is queued
+        PROCESSING = "processing"  # the charge is at the payment gateway
+        PAID = "paid"  # payment captured: the commit point; shipment and sales follow
+        CONFIRMED = "confirmed"  # paid, shipment created, sales counted; the customer is told
+        ON_HOLD = "on_hold", "on hold"  # paid, but a step failed for good or staff held it: staff act
+        CANCELLED = "cancelled"  # stopped before any charge; stock released, customer told
+        FAILED = "failed"  # the charge failed for good (not declined); stock released, customer told
+
+    # The workflow moves these on by itself; the recovery job sends on those that stopped moving.
+    ACTIVE_STATUSES = (Status.PENDING, Status.PROCESSING, Status.PAID)
+    # Nothing more happens to these unless staff act.
+    FINAL_STATUSES = (Status.CONFIRMED, Status.CANCELLED, Status.FAILED)
+    # Stock is taken off sale for these (reserved, or sold once confirmed).
+    HOLDING_STOCK = (Status.PENDING, Status.PROCESSING, Status.PAID, Status.CONFIRMED, Status.ON_HOLD)
 
     # A random id: the order page and API are reachable by whoever holds the link.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -56,6 +66,14 @@ class Order(models.Model):
             models.Index(fields=["-created_at"], name="order_recent"),
             models.Index(fields=["status", "updated_at"], name="order_status_updated"),
         ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(
+                    status__in=["pending", "processing", "paid", "confirmed", "on_hold", "cancelled", "failed"]
+                ),
+                name="order_status_known",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.number
@@ -65,7 +83,7 @@ class Order(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status not in self.ACTIVE_STATUSES
+        return self.status in self.FINAL_STATUSES
 
 
 class OrderLine(models.Model):
@@ -91,19 +109,27 @@ class OrderLine(models.Model):
 
 
 class WorkflowStep(models.Model):
-    """One task of an order's Celery workflow: which task id runs it and how it went."""
+    """A fulfilment step of an order's workflow: the task id it runs under now, and its outcome.
 
-    STATE_CHOICES = [(s, s) for s in (states.PENDING, states.STARTED, states.RETRY, states.SUCCESS, states.FAILURE)]
+    The outcome is written by the step itself (orders/steps.py) before its task returns, so an
+    order is never confirmed next to an unsettled step (tests/integration/test_order_safety.py).
+    How the current run is going — queued, running, retrying, its attempts — is the task
+    history's fact (tasks_admin.TaskRecord), not repeated here.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "PENDING", "to do"  # not settled: waiting, queued, running or retrying
+        SUCCESS = "SUCCESS", "done"
+        FAILURE = "FAILURE", "failed"
+        SKIPPED = "SKIPPED", "not run"  # the order stopped before it (the note says why)
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="steps")
     name = models.CharField(max_length=50)
     position = models.PositiveSmallIntegerField()
     task_id = models.CharField(max_length=255, db_index=True)
-    state = models.CharField(max_length=16, choices=STATE_CHOICES, default=states.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    started_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why it failed, or why it was not run")
 
     class Meta:
         ordering = ["order", "position"]
@@ -111,6 +137,31 @@ class WorkflowStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order} · {self.name}: {self.state}"
+
+
+class OrderEvent(models.Model):
+    """The order's audit trail: every change made by a person or a periodic job (who, when, why),
+    and every time the workflow stopped. The workflow's own happy-path moves are in the task
+    history."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=40, help_text="A transition's name (orders/lifecycle.py), or contact_changed")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=100, help_text="staff:<username>, job:<task>, workflow:<step>")
+    note = models.TextField(blank=True)
+    changes = models.JSONField(default=dict, blank=True, help_text='{"field": [old, new]}')
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["order", "-at"], name="orderevent_order")]
+
+    def __str__(self) -> str:
+        return f"{self.order} {self.kind} by {self.actor}"
 
 
 class Payment(models.Model):

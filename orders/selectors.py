@@ -1,31 +1,64 @@
-"""Read models of an order, shared by the order page and the JSON API."""
+"""Read models of an order, shared by the order page, the JSON API, the admin and the jobs."""
 
 from datetime import timedelta
 
-from django.db.models import Max, Q, QuerySet
-from django.db.models.functions import Coalesce, Greatest
+from celery import states
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Order
+from tasks_admin.models import TaskRecord
+
+from .models import Order, WorkflowStep
+
+# What a step still to do shows, from its current run in the task history.
+_RUNNING = {states.STARTED: states.STARTED, states.RETRY: states.RETRY}
 
 
 def stuck_orders(minutes: int) -> QuerySet[Order]:
-    """Active orders whose workflow has not moved for `minutes`: nothing started or
-    finished since, by any step (including orders whose workflow was never sent)."""
+    """Active orders whose workflow has not moved for `minutes`: no status change, no step
+    settled, no task of theirs sent or started since (including orders whose workflow was
+    never sent)."""
     cutoff = timezone.now() - timedelta(minutes=minutes)
-    last_move = Greatest(
-        Coalesce(Max("steps__finished_at"), "created_at"), Coalesce(Max("steps__started_at"), "created_at")
-    )
+    step_moved = WorkflowStep.objects.filter(order=OuterRef("pk"), finished_at__gte=cutoff)
+    task_moved = TaskRecord.objects.filter(Q(sent_at__gte=cutoff) | Q(started_at__gte=cutoff), order=OuterRef("pk"))
     return (
-        Order.objects.filter(status__in=Order.ACTIVE_STATUSES, created_at__lt=cutoff)
-        .annotate(last_move=last_move)
-        .filter(Q(last_move__lt=cutoff))
+        Order.objects.filter(status__in=Order.ACTIVE_STATUSES, created_at__lt=cutoff, updated_at__lt=cutoff)
+        .exclude(Exists(step_moved))
+        .exclude(Exists(task_moved))
     )
 
 
 def order_status(order: Order) -> dict:
-    """The order's status, workflow steps and notifications, as the API returns them."""
+    """The order's status, fulfilment steps and messages, as the API returns them.
+
+    A step's state is its recorded outcome (SUCCESS, FAILURE, SKIPPED) once it has one, written
+    with its effect: a confirmed order never shows an unfinished step. Until then it is its
+    current run's, from the task history: PENDING (waiting or queued), STARTED or RETRY.
+    """
+    steps = list(order.steps.all())
+    runs = {
+        run.task_id: run
+        for run in TaskRecord.objects.filter(task_id__in=[step.task_id for step in steps]).only(
+            "task_id", "state", "attempts", "started_at"
+        )
+    }
+
+    def step_status(step: WorkflowStep) -> dict:
+        run = runs.get(step.task_id)
+        state = step.state
+        if state == WorkflowStep.State.PENDING and run is not None:
+            state = _RUNNING.get(run.state, state)
+        return {
+            "name": step.name,
+            "state": state,
+            "task_id": step.task_id,
+            "started_at": run.started_at.isoformat() if run and run.started_at else None,
+            "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+            "attempts": run.attempts if run else 0,
+            "error": step.error,
+        }
+
     return {
         "id": str(order.pk),
         "number": order.number,
@@ -35,18 +68,7 @@ def order_status(order: Order) -> dict:
         "created_at": order.created_at.isoformat(),
         "url": order.get_absolute_url(),
         "status_url": reverse("api:order_detail", args=[order.pk]),
-        "steps": [
-            {
-                "name": step.name,
-                "state": step.state,
-                "task_id": step.task_id,
-                "started_at": step.started_at.isoformat() if step.started_at else None,
-                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
-                "attempts": step.attempts,
-                "error": step.error,
-            }
-            for step in order.steps.all()
-        ],
+        "steps": [step_status(step) for step in steps],
         "notifications": [
             {"channel": n.channel, "status": n.status, "to": n.recipient, "attempts": n.attempts}
             for n in order.notifications.order_by("created_at")

@@ -1,182 +1,265 @@
-"""What each step of the order workflow does. Every function is safe to run twice.
+"""What each step of the order workflow does, and what staff and periodic jobs may do to an order.
 
-Each takes an order id (a task's argument), and guards its effect with a business
-key: the payment's idempotency key, a one-to-one row, a timestamp set by a
-conditional UPDATE, a notification key. A retried or redelivered task therefore
-never charges, ships, counts or sends twice.
+Every change of an order's status goes through orders/lifecycle.py. Every step checks the
+order's state before acting — nothing is shipped, counted or confirmed for an order that is not
+paid — and guards its effect with a business key (the payment's idempotency key, a one-to-one
+shipment, a timestamp set by a conditional UPDATE, a notification key), so a retried or
+redelivered task never charges, ships, counts or sends twice. A step's success is recorded in
+the transaction of its effect.
+
+The payment is the commit point. Before it, an order that stops is cancelled (declined card,
+unpaid, cancelled by staff) or failed (the charge failed for good), its stock released and its
+customer told. After it, nothing fails the order: a step that fails for good puts it on hold for
+staff, with its stock kept and the customer told nothing that a later confirmation would
+contradict; messages follow only from the outcome.
 """
 
-import base64
 import logging
-import uuid
+import secrets
 
-from celery import states
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from notifications import services as notifications
 from notifications.models import Notification
+from notifications.tasks import deliver_message
+from tasks_admin import history
 
-from . import messages, stock
-from .errors import NoFailedStep
+from . import lifecycle, messages, stock, workflow
+from .errors import NoFailedStep, OrderActionRefused, StepNotAllowed
 from .models import Order, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
 logger = logging.getLogger(__name__)
 
+Status = Order.Status
+State = WorkflowStep.State
+ON_HOLD_REASON = "a problem on our side delays your order; our team is on it and will be in touch."
 
-class OrderNotActive(Exception):
-    """The order was cancelled or failed while this step waited in the queue."""
+# Steps
+
+
+def settle_step(order_id, step: str, state: str, *, error: str = "") -> bool:
+    """Record a step's outcome. One that succeeded stays succeeded: a late duplicate of its task
+    finding the order moved on does not undo it. Returns whether the row changed."""
+    rows = WorkflowStep.objects.filter(order_id=order_id, name=step).exclude(state=State.SUCCESS)
+    return bool(rows.update(state=state, finished_at=timezone.now(), error=error))
 
 
 def charge_payment(order_id: str) -> str:
-    """Charge the card once; return the gateway's reference."""
-    Order.objects.filter(pk=order_id, status=Order.Status.PENDING).update(
-        status=Order.Status.PROCESSING, updated_at=timezone.now()
-    )
+    """Charge the card once; return the gateway's reference. A declined card cancels the order."""
     payment = Payment.objects.select_related("order").get(order_id=order_id)
     if payment.status == Payment.Status.CAPTURED:
         return payment.gateway_reference
     if payment.status == Payment.Status.DECLINED:
         raise PaymentDeclined(payment.error)
-    if payment.order.status not in Order.ACTIVE_STATUSES:
-        raise OrderNotActive(f"Order {payment.order.number} is {payment.order.status}; not charging it.")
+    if not lifecycle.move(order_id, lifecycle.START_CHARGE):
+        raise _not_allowed(order_id, "not charging it")
     try:
         reference = get_gateway().charge(
             token=payment.card_token, amount=payment.amount, idempotency_key=payment.idempotency_key
         )
     except PaymentDeclined as exc:
-        Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.DECLINED, error=str(exc))
+        with transaction.atomic():
+            Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.DECLINED, error=str(exc))
+            _stop(order_id, lifecycle.DECLINE, reason="your payment was declined.", failing=workflow.CHARGE)
         raise
-    Payment.objects.filter(pk=payment.pk).update(
-        status=Payment.Status.CAPTURED, gateway_reference=reference, captured_at=timezone.now()
-    )
+    with transaction.atomic():
+        Payment.objects.filter(pk=payment.pk).update(
+            status=Payment.Status.CAPTURED, gateway_reference=reference, captured_at=timezone.now()
+        )
+        lifecycle.move(order_id, lifecycle.CAPTURE)
+        settle_step(order_id, workflow.CHARGE, State.SUCCESS)
     return reference
 
 
 def create_shipment(order_id: str) -> str:
-    """Hand the paid order to the warehouse: one Shipment per order, under a reference derived
-    from the order, so that running this again inserts nothing and returns the same one."""
-    reference = shipment_reference(order_id)
-    Shipment.objects.bulk_create([Shipment(order_id=order_id, reference=reference)], ignore_conflicts=True)
+    """Hand the paid order to the warehouse: one Shipment per order, under a random reference
+    that says nothing about the order (tests/security/test_message_security.py)."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        reference = Shipment.objects.filter(order=order).values_list("reference", flat=True).first()
+        if reference is None:
+            if order.status != Status.PAID:
+                raise _not_allowed(order, "not shipping it")
+            reference = Shipment.objects.create(order=order, reference=new_shipment_reference()).reference
+        settle_step(order_id, "create_shipment", State.SUCCESS)
     return reference
 
 
-def shipment_reference(order_id: str) -> str:
-    return "SH-" + base64.b32encode(uuid.UUID(str(order_id)).bytes).decode().rstrip("=")
+def new_shipment_reference() -> str:
+    return "SH-" + secrets.token_hex(6).upper()
 
 
 def record_sales(order_id: str) -> bool:
-    """Add the order's units to the products' sales statistics, once."""
-    return stock.count_sales_once(order_id, timezone.now())
-
-
-def confirmation_messages(order: Order, lines: list) -> list[Notification]:
-    """The confirmation e-mail and SMS of an order, queued at checkout and sent by the chord."""
-    email = messages.confirmation_email(order, lines)
-    common = {"order": order, "status": Notification.Status.PENDING}
-    return [
-        Notification(
-            idempotency_key=confirmation_key(order.pk, Notification.Channel.EMAIL),
-            channel=Notification.Channel.EMAIL,
-            recipient=order.email,
-            subject=email.subject,
-            body=email.body,
-            html_body=email.html_body,
-            **common,
-        ),
-        Notification(
-            idempotency_key=confirmation_key(order.pk, Notification.Channel.SMS),
-            channel=Notification.Channel.SMS,
-            recipient=order.phone,
-            body=messages.confirmation_sms(order),
-            **common,
-        ),
-    ]
-
-
-def confirmation_key(order_id, channel: str) -> str:
-    return f"order:{order_id}:confirmation:{channel}"
-
-
-def send_confirmation_email(order_id: str) -> int:
-    return notifications.deliver(confirmation_key(order_id, Notification.Channel.EMAIL)).pk
-
-
-def send_confirmation_sms(order_id: str) -> int:
-    return notifications.deliver(confirmation_key(order_id, Notification.Channel.SMS)).pk
+    """Add the paid order's units to the products' sales statistics, once."""
+    with transaction.atomic():
+        counted = stock.count_sales_once(order_id, timezone.now())
+        if not counted and not Order.objects.filter(pk=order_id, sales_recorded_at__isnull=False).exists():
+            raise _not_allowed(order_id, "not counting its sales")
+        settle_step(order_id, "record_sales", State.SUCCESS)
+    return counted
 
 
 def confirm_order(order_id: str) -> bool:
-    """The chord's callback: every step ran, the order is confirmed."""
-    return bool(
-        Order.objects.filter(pk=order_id, status__in=Order.ACTIVE_STATUSES).update(
-            status=Order.Status.CONFIRMED, updated_at=timezone.now()
-        )
-    )
-
-
-def fail_order(order_id: str) -> str:
-    """The workflow's error callback: stop the order, release its stock, take it out of
-    the sales statistics, tell the customer.
-
-    A declined payment cancels the order. Any other failed step marks it failed:
-    the payment, if taken, stays for staff to continue the workflow or refund.
-    Returns the order's status. Raises NoFailedStep when no step is recorded as failed.
-    """
-    key = f"order:{order_id}:failure:email"
+    """The chord's callback: the order is paid, shipped and counted, so it is confirmed, and its
+    confirmation e-mail and SMS are queued for the workflow's last two tasks."""
+    every_step_done = Q(Exists(Shipment.objects.filter(order=OuterRef("pk"))), sales_recorded_at__isnull=False)
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        stopped_here = order.status in Order.ACTIVE_STATUSES
-        if stopped_here and not _failed(order):
+        done = lifecycle.move(order_id, lifecycle.CONFIRM, condition=every_step_done)
+        if not done:
+            if Order.objects.filter(pk=order_id, status=Status.CONFIRMED).exists():
+                return False  # confirmed by an earlier run of this task
+            raise _not_allowed(order_id, "not confirming it")
+        notifications.queue(messages.confirmation(Order.objects.get(pk=order_id)))
+        settle_step(order_id, workflow.CONFIRM, State.SUCCESS)
+    return True
+
+
+def send_confirmation(order_id: str, channel: str) -> int:
+    """Send the confirmation e-mail or SMS queued when the order was confirmed, once."""
+    return notifications.deliver(messages.key(order_id, "confirmation", channel)).pk
+
+
+def stop_after_failure(order_id: str) -> str:
+    """The workflow's error callback: a fulfilment step failed for good.
+
+    Before the payment was taken the order fails (stock released, customer told); after it,
+    the order is put on hold for staff. An order that already moved on (cancelled by a
+    declined card, held or cancelled by staff) is left as it is. Returns the order's status;
+    raises NoFailedStep when no step is recorded as failed.
+    """
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status not in Order.ACTIVE_STATUSES:
+            return order.status
+        failed = order.steps.filter(state=State.FAILURE).order_by("position").first()
+        if failed is None:
             raise NoFailedStep(f"Order {order.number}: the error callback ran, but no step failed.")
-        if stopped_here:
-            order.status, order.failure_reason = _failure_outcome(order)
-            order.save(update_fields=["status", "failure_reason", "updated_at"])
-            stock.release(order)
-            unrecord_sales(order)
-            Shipment.objects.filter(order=order).update(status=Shipment.Status.CANCELLED)
-            if order.status == Order.Status.CANCELLED:
-                notifications.cancel_queued(order.pk)  # a failed order keeps them: staff may continue it
-            logger.warning("Order %s %s: %s", order.number, order.status, order.failure_reason)
-    # Tell the customer if this stopped the order, or an earlier run that stopped it could
-    # not send yet (a retry); not when the order was stopped otherwise (e.g. stale-cancelled).
-    if stopped_here or Notification.objects.filter(idempotency_key=key).exists():
-        content = messages.failure_email(order)
-        notifications.send_email(
-            key=key,
-            to=order.email,
-            subject=content.subject,
-            body=content.body,
-            html_body=content.html_body,
-            order_id=order.pk,
-        )
+        actor = f"workflow:{failed.name}"
+        if order.status == Status.PAID:
+            _hold(order, actor=actor, note=f"{failed.name} failed: {failed.error}")
+        else:
+            _stop(order, lifecycle.FAIL_PAYMENT, reason="we could not take the payment.", actor=actor)
+        logger.warning("Order %s %s: %s failed: %s", order.number, order.status, failed.name, failed.error)
     return order.status
 
 
-def unrecord_sales(order: Order) -> bool:
-    """Take a stopped order's units back out of the sales statistics (call inside a transaction)."""
-    claimed = Order.objects.filter(pk=order.pk, sales_recorded_at__isnull=False).update(sales_recorded_at=None)
-    if claimed:
-        stock.add_to_products(order.pk, "units_sold", -1)
-    return bool(claimed)
+# What staff and periodic jobs may do to an order
 
 
-def _failed(order: Order) -> bool:
-    """A step failed, as recorded at once by the step itself, or the card was declined."""
-    return (
-        WorkflowStep.objects.filter(order=order, state=states.FAILURE).exists()
-        or Payment.objects.filter(order=order, status=Payment.Status.DECLINED).exists()
+def cancel_order(order_id, *, reason: str, actor: str, user=None, condition=None) -> bool:
+    """Cancel an order that is not paid (pending, or failed): stock released, the steps not run
+    marked so, the customer told. Refused while the charge is at the gateway or once paid.
+    With `condition`, an order that no longer meets it is left alone (False)."""
+    with transaction.atomic():
+        if _stop(order_id, lifecycle.CANCEL, reason=reason, actor=actor, user=user, condition=condition):
+            return True
+    if condition is None:
+        raise lifecycle.refusal(order_id, lifecycle.CANCEL)
+    return False
+
+
+def hold_order(order_id, *, actor: str, user=None, note: str = "") -> None:
+    """Put a paid order on hold (staff revoked or terminated one of its steps): nothing more runs
+    until staff continue it. Its stock stays reserved and its payment taken."""
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status != Status.PAID:
+            raise lifecycle.refusal(order, lifecycle.HOLD)
+        _hold(order, actor=actor, user=user, note=note)
+
+
+def continue_order(order_id, *, actor: str, user=None, reason: str = "") -> list[str]:
+    """Send the order's unfinished steps again, under new task ids; return the steps sent.
+
+    A failed order takes its stock off sale again (refused if it is gone) and is charged again
+    under the same idempotency key; an order on hold carries on from where it stopped; an
+    active one (the recovery job) is sent on. Steps that succeeded are not run again.
+    """
+    with transaction.atomic():
+        order = _locked(order_id)
+        if order.status == Status.FAILED:
+            stock.reserve_again(order)
+            lifecycle.require(order, lifecycle.RETRY_PAYMENT, actor=actor, user=user, note=reason, failure_reason="")
+        elif order.status == Status.ON_HOLD:
+            lifecycle.require(order, lifecycle.RESUME, actor=actor, user=user, note=reason, failure_reason="")
+        elif order.status not in Order.ACTIVE_STATUSES:
+            raise OrderActionRefused(f"Order {order.number} is {order.get_status_display()}: it cannot continue.")
+        return workflow.send_rest(order, reason=f"continued by {actor}")
+
+
+def reopen_confirmation(order_id, channel: str) -> Notification:
+    """Let a confirmation message that was refused or cancelled be sent again, to the order's
+    current address (staff may have corrected it). Only for a confirmed order."""
+    order = Order.objects.get(pk=order_id)
+    if order.status != Status.CONFIRMED:
+        raise OrderActionRefused(f"Order {order.number} is {order.get_status_display()}: nothing to confirm.")
+    recipient = order.email if channel == Notification.Channel.EMAIL else order.phone
+    return notifications.reopen(messages.key(order.pk, "confirmation", channel), recipient=recipient)
+
+
+def cancel_confirmation(order_id, channel: str, *, force: bool = False) -> bool:
+    """Staff revoked a confirmation message: it is not to be sent (if it was not sent already).
+    `force`: even while a worker is sending it (staff terminate that worker's task)."""
+    return notifications.cancel(messages.key(order_id, "confirmation", channel), force=force)
+
+
+# Shared by the above
+
+
+def _locked(order_id) -> Order:
+    return Order.objects.select_for_update().get(pk=getattr(order_id, "pk", order_id))
+
+
+def _not_allowed(order, doing: str) -> StepNotAllowed:
+    if not isinstance(order, Order):
+        order = Order.objects.only("number", "status").get(pk=order)
+    return StepNotAllowed(f"Order {order.number} is {order.get_status_display()}: {doing}.")
+
+
+def _stop(
+    order,
+    transition: lifecycle.Transition,
+    *,
+    reason: str,
+    actor: str = "",
+    user=None,
+    failing: str = "",
+    condition=None,
+) -> bool:
+    """Stop an order that was not paid: move it, release its stock, mark the steps that will not
+    run now (all but `failing`, which records its own failure), tell the customer. Returns
+    whether it moved (call inside a transaction)."""
+    if not lifecycle.move(
+        order, transition, actor=actor, user=user, note=reason, condition=condition, failure_reason=reason
+    ):
+        return False
+    order = Order.objects.get(pk=getattr(order, "pk", order))
+    stock.release(order)
+    _skip_unfinished(order, f"not run: order {order.get_status_display()}: {reason}", failing=failing)
+    _tell(messages.stopped(order))
+    return True
+
+
+def _hold(order: Order, *, actor: str, user=None, note: str) -> None:
+    lifecycle.require(order, lifecycle.HOLD, actor=actor, user=user, note=note, failure_reason=ON_HOLD_REASON)
+    _skip_unfinished(order, f"not run: order on hold ({note})")
+
+
+def _skip_unfinished(order: Order, why: str, failing: str = "") -> None:
+    """The steps that will not run now, and their tasks that are waiting or queued, say so: nothing
+    of the order looks queued that never will run (its recovery job and staff see the truth)."""
+    order.steps.filter(state=State.PENDING).exclude(name=failing).update(
+        state=State.SKIPPED, error=why, finished_at=timezone.now()
     )
+    names = [workflow.task_name(step) for step in (*workflow.STEPS, *workflow.MESSAGES) if step != failing]
+    history.skip(history.unstarted(order_id=order.pk, task_names=names), why)
 
 
-def _failure_outcome(order: Order) -> tuple[str, str]:
-    """The new status and the reason shown to the customer (step errors stay in the admin)."""
-    if Payment.objects.filter(order=order, status=Payment.Status.DECLINED).exists():
-        return Order.Status.CANCELLED, "your payment was declined."
-    steps = WorkflowStep.objects.filter(order=order).order_by("position")
-    # Header steps run in parallel: the one that failed may come after one not yet run.
-    step = steps.filter(state=states.FAILURE).first() or steps.exclude(state=states.SUCCESS).first()
-    if step is None:
-        return Order.Status.FAILED, "a technical problem stopped the order."
-    return Order.Status.FAILED, f"a technical problem stopped step {step.name}."
+def _tell(notification: Notification) -> None:
+    """Queue a message for the customer in this transaction; deliver it once it commits."""
+    notifications.queue([notification])
+    key = notification.idempotency_key
+    transaction.on_commit(lambda: deliver_message.delay(key))

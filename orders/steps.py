@@ -1,77 +1,28 @@
-"""Celery base tasks: retries with backoff and jitter, and the step record on the order.
+"""Base tasks of the order workflow: a task takes the order id and calls one service.
 
-A workflow step task records on its WorkflowStep row when it starts, retries, succeeds
-or fails. Start and success are written with the worker's next batch
-(tasks_admin/writebehind.py): nothing waits for them, and a step run again does nothing
-twice, as every service guards its effect with a business key. A retry or failure is
-written at once, from inside the task, before Celery sends any error callback, so the
-failure handler always sees which step failed and why.
+A step's success is recorded by its service, in the transaction of its effect
+(orders/services.py); its failure or refusal here. A step whose order has moved on
+(cancelled, held, not paid) does nothing: its service raises StepNotAllowed, the step is
+recorded as not run, and the task is ignored — no error callback, no dead letter, and the
+rest of the chain is not sent (tests/integration/test_order_safety.py).
 """
 
 import logging
-import random
 from contextlib import suppress
 
 from billiard.exceptions import WorkerLostError
-from celery import Task, signals, states
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
-from django.utils import timezone
+from celery import signals
+from celery.exceptions import Ignore, TimeLimitExceeded
+from django.db import DatabaseError, InterfaceError
 
-from shop.errors import TransientProviderError
-from tasks_admin import writebehind
+from tasks_admin.base import RetryingTask
 
-from .errors import NoFailedStep
+from .errors import StepNotAllowed
 from .models import WorkflowStep
+from .services import settle_step
 
 logger = logging.getLogger(__name__)
-
-# Errors worth retrying: a provider's transient failure, a database that is briefly
-# unreachable, a call that ran past the soft time limit, a failure record still on its way.
-TRANSIENT_ERRORS = (TransientProviderError, OperationalError, InterfaceError, SoftTimeLimitExceeded, NoFailedStep)
-
-
-def retry_countdown(retries: int, retry_after: float | None = None) -> float:
-    """Exponential backoff capped at TASK_RETRY_BACKOFF_MAX, with equal jitter.
-
-    Half of the delay is fixed and half random, so retries of many tasks that failed
-    together spread out instead of returning as one herd; a provider's Retry-After is
-    honoured up to the cap.
-    """
-    cap = settings.TASK_RETRY_BACKOFF_MAX
-    ceiling = min(cap, settings.TASK_RETRY_BACKOFF * 2**retries)
-    countdown = ceiling / 2 + random.uniform(0, ceiling / 2)
-    # The cap wins even over Retry-After: the broker's visibility timeout is sized on it.
-    return min(max(countdown, retry_after or 0.0), cap)
-
-
-class RetryingTask(Task):
-    """Retries transient errors up to TASK_MAX_RETRIES times; any other error fails at once."""
-
-    max_retries = settings.TASK_MAX_RETRIES
-    default_retry_delay = settings.TASK_WORKER_LOST_RETRY_DELAY  # used by task_retry_on_worker_lost
-
-    def __call__(self, *args, **kwargs):
-        try:
-            return self.attempt(*args, **kwargs)
-        except TRANSIENT_ERRORS as exc:
-            if self.request.retries < self.max_retries:
-                countdown = retry_countdown(self.request.retries, getattr(exc, "retry_after", None))
-                self.record_failure(args, exc, final=False)
-                logger.warning("%s[%s] retry in %.1fs: %s", self.name, self.request.id, countdown, exc)
-                raise self.retry(exc=exc, countdown=countdown) from exc
-            self.record_failure(args, exc, final=True)
-            raise
-        except Exception as exc:
-            self.record_failure(args, exc, final=True)
-            raise
-
-    def attempt(self, *args, **kwargs):
-        return self.run(*args, **kwargs)
-
-    def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
-        """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows."""
+State = WorkflowStep.State
 
 
 class OrderTask(RetryingTask):
@@ -80,15 +31,8 @@ class OrderTask(RetryingTask):
     order_argument = 0
 
 
-_steps = writebehind.Table(
-    "workflow step",
-    lambda rows: writebehind.update_rows(WorkflowStep, ("order_id", "name"), rows, additive=("attempts",)),
-    additive=("attempts",),
-)
-
-
 class WorkflowStepTask(OrderTask):
-    """A step of the order workflow. Its name is the step's name; its one argument the order id."""
+    """A fulfilment step of the order workflow. Its name is the step's name; its one argument the order id."""
 
     # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
     # with the worker's next batch (tasks_admin/backend.py).
@@ -99,30 +43,22 @@ class WorkflowStepTask(OrderTask):
         return self.name.rpartition(".")[2]
 
     def attempt(self, order_id: str):
-        key = (str(order_id), self.step)
-        started = {"state": states.STARTED, "attempts": 1, "started_at": timezone.now(), "finished_at": None}
-        if self.request.id:  # absent when the task's function is called directly
-            started["task_id"] = self.request.id  # a staff retry runs the step under a new id
-        _steps.put(key, **started)
-        result = self.run(order_id)
-        record = _steps.write_now if writebehind.run_again(self.request) else _steps.put
-        record(key, state=states.SUCCESS, finished_at=timezone.now(), error="")
-        return result
+        try:
+            return self.run(order_id)
+        except StepNotAllowed as exc:
+            settle_step(order_id, self.step, State.SKIPPED, error=str(exc))
+            logger.info("%s[%s] not run: %s", self.name, self.request.id, exc)
+            raise Ignore(str(exc)) from exc
 
     def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
+        if not final:  # a retry is the run's fact (task history), not the step's outcome
+            return
         (order_id,) = args
-        state = states.FAILURE if final else states.RETRY
-        # Best effort: when the database itself is down, the retry still happens. After an
-        # OperationalError the connection is dead and this write raises InterfaceError
-        # ("connection already closed"), which is not a DatabaseError: escaping from here it
-        # failed the task and stopped the order (failure-injection scenario 5).
+        # Best effort: after an OperationalError the connection is dead and this write raises
+        # InterfaceError ("connection already closed"), which is not a DatabaseError: escaping
+        # from here it failed the task and stopped the order (tests/reliability/test_database_outage.py).
         with suppress(DatabaseError, InterfaceError):
-            _steps.write_now(
-                (str(order_id), self.step),
-                state=state,
-                finished_at=timezone.now() if final else None,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            settle_step(order_id, self.step, State.FAILURE, error=f"{type(exc).__name__}: {exc}")
 
 
 @signals.task_failure.connect(dispatch_uid="orders.record_lost_step")

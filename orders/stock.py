@@ -54,12 +54,12 @@ def add_to_products(order_id, field: str, sign: int) -> None:
 
 def count_sales_once(order_id, at) -> bool:
     """Stamp the order's sales as counted at `at` and add its units to its products'
-    `units_sold`, once and only while the order is active; whether this call counted them.
+    `units_sold`, once and only while the order is paid; whether this call counted them.
 
     One statement on PostgreSQL (a data-modifying WITH), two elsewhere: the SQL a workflow
     step sends is what the benchmark's database figure counts.
     """
-    claim = Order.objects.filter(pk=order_id, sales_recorded_at__isnull=True, status__in=Order.ACTIVE_STATUSES)
+    claim = Order.objects.filter(pk=order_id, sales_recorded_at__isnull=True, status=Order.Status.PAID)
     if connection.vendor != "postgresql":
         with transaction.atomic():
             claimed = bool(claim.update(sales_recorded_at=at))
@@ -70,10 +70,10 @@ def count_sales_once(order_id, at) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH claimed AS (UPDATE {order} SET sales_recorded_at = %s WHERE id = %s "
-            f"AND sales_recorded_at IS NULL AND status IN %s RETURNING id) "
+            f"AND sales_recorded_at IS NULL AND status = %s RETURNING id) "
             f"UPDATE {product} SET units_sold = {product}.units_sold + line.quantity "
             f"FROM {line} AS line, claimed WHERE line.order_id = claimed.id AND line.product_id = {product}.id "
             f"RETURNING {product}.id",
-            [db_value(Order, "sales_recorded_at", at), db_value(Order, "id", order_id), tuple(Order.ACTIVE_STATUSES)],
+            [db_value(Order, "sales_recorded_at", at), db_value(Order, "id", order_id), Order.Status.PAID],
         )
         return bool(cursor.fetchall())

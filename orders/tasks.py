@@ -1,19 +1,29 @@
-"""The order workflow's tasks (each takes the order id and calls one service), and the
-orders' periodic jobs.
+"""The order workflow's tasks (each takes the order id and calls one service), and the orders'
+periodic jobs.
 
 How the workflow's tasks are put together: orders/workflow.py.
 """
 
+import logging
+
 from celery import chord, shared_task
 
+from notifications.models import Notification
+
 from . import maintenance, reports, services
+from .errors import NoFailedStep
 from .payments import PaymentDeclined
-from .steps import OrderTask, RetryingTask, WorkflowStepTask
+from .steps import OrderTask, WorkflowStepTask
+
+logger = logging.getLogger(__name__)
+
+# How often the error callback looks again for the failure record of a worker that died under a
+# step (written by the worker's main process) before leaving the order to the recovery job.
+FAILURE_RECORD_RETRIES = 3
 
 
-# Expected outcomes, logged without a traceback and kept out of the dead letters: a
-# declined card, and an order stopped (e.g. cancelled as stale) while its charge waited.
-@shared_task(base=WorkflowStepTask, throws=(PaymentDeclined, services.OrderNotActive))
+# A declined card is an expected outcome: logged without a traceback and kept out of the dead letters.
+@shared_task(base=WorkflowStepTask, throws=(PaymentDeclined,))
 def charge_payment(order_id: str) -> str:
     return services.charge_payment(order_id)
 
@@ -21,16 +31,6 @@ def charge_payment(order_id: str) -> str:
 @shared_task(base=WorkflowStepTask)
 def create_shipment(order_id: str) -> str:
     return services.create_shipment(order_id)
-
-
-@shared_task(base=WorkflowStepTask)
-def send_confirmation_email(order_id: str) -> int:
-    return services.send_confirmation_email(order_id)
-
-
-@shared_task(base=WorkflowStepTask)
-def send_confirmation_sms(order_id: str) -> int:
-    return services.send_confirmation_sms(order_id)
 
 
 @shared_task(base=WorkflowStepTask)
@@ -44,8 +44,24 @@ def confirm_order(order_id: str) -> bool:
 
 
 @shared_task(base=OrderTask)
-def handle_order_failure(order_id: str) -> str:
-    return services.fail_order(order_id)
+def send_confirmation_email(order_id: str) -> int:
+    return services.send_confirmation(order_id, Notification.Channel.EMAIL)
+
+
+@shared_task(base=OrderTask)
+def send_confirmation_sms(order_id: str) -> int:
+    return services.send_confirmation(order_id, Notification.Channel.SMS)
+
+
+@shared_task(base=OrderTask, bind=True)
+def handle_order_failure(self, order_id: str) -> str:
+    try:
+        return services.stop_after_failure(order_id)
+    except NoFailedStep:
+        if self.request.retries < FAILURE_RECORD_RETRIES:
+            raise  # retried: the record of a lost worker's failure may be on its way
+        logger.warning("Order %s: no step failed; the recovery job carries it on", order_id)
+        return "no step failed"
 
 
 # Periodic jobs (schedules: tasks_admin/periodic.py). The batch jobs get more time than a
@@ -53,19 +69,20 @@ def handle_order_failure(order_id: str) -> str:
 # the next run picks up, since each order is handled in its own transaction.
 
 
-@shared_task(base=RetryingTask, soft_time_limit=300, time_limit=330)
+@shared_task(soft_time_limit=300, time_limit=330)
 def cancel_stale_orders() -> dict[str, int]:
     """Cancel orders left unpaid past STALE_ORDER_MINUTES, releasing the stock they hold."""
     return maintenance.cancel_stale_orders()
 
 
-@shared_task(base=RetryingTask, soft_time_limit=300, time_limit=330)
+@shared_task(soft_time_limit=300, time_limit=330)
 def recover_stuck_workflows() -> dict[str, list[str]]:
-    """Send again the workflows that stopped moving (a lost message, a broker outage at checkout)."""
+    """Send on the workflows, and the messages, that stopped moving (a lost message, a broker
+    outage at checkout)."""
     return maintenance.recover_stuck_workflows()
 
 
-@shared_task(base=RetryingTask)
+@shared_task
 def build_daily_sales_report(day: str = "", chunk_size: int = reports.CHUNK_SIZE) -> str:
     """Fan the day's confirmed orders out to summarize_sales_chunk; store_sales_report adds them up.
 
@@ -77,12 +94,12 @@ def build_daily_sales_report(day: str = "", chunk_size: int = reports.CHUNK_SIZE
     return report_day.isoformat()
 
 
-@shared_task(base=RetryingTask)
+@shared_task
 def summarize_sales_chunk(order_ids: list[str]) -> dict:
     return reports.summarize_orders(order_ids)
 
 
-@shared_task(base=RetryingTask, bind=True)
+@shared_task(bind=True)
 def store_sales_report(self, partials: list[dict], day: str) -> dict:
     report = reports.store_report(day, partials, task_id=self.request.id or "")
     return {"day": day, "orders": report.orders, "units": report.units, "revenue": str(report.revenue)}

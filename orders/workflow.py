@@ -1,88 +1,92 @@
 """The order workflow, as a Celery canvas:
 
-    charge_payment → create_shipment → chord(send_confirmation_email,
-                                             send_confirmation_sms,
-                                             record_sales) → confirm_order
+    charge_payment → chord(create_shipment, record_sales) → confirm_order → group(send_confirmation_email,
+                                                                                  send_confirmation_sms)
 
-with handle_order_failure as the error callback of every step. Each step's task id is
-chosen up front and stored on a WorkflowStep row in the checkout transaction, so the
-order page, the API and the admin follow the workflow from the database. The same
-transaction records the six tasks in the task history: the workers that send them on
-write nothing for that (RECORDED_HEADER).
+handle_order_failure is the error callback of the fulfilment steps (charge, shipment, sales,
+confirmation); the two messages follow from the confirmation and have none: a message that
+fails for good is a dead letter for staff, never a reason to stop a paid order.
+
+Each fulfilment step's task id is chosen up front and stored on its WorkflowStep row in the
+checkout's transaction, which also records all six tasks in the task history; the canvas is
+sent once that transaction commits. Signatures are built from task names, so this module
+imports no task module (orders/tasks.py imports the services that import this).
 """
 
 import logging
 import uuid
 from collections.abc import Collection, Mapping
 
-from celery import chain, chord, states
+from celery import chain, chord, current_app, group
 from celery.canvas import Signature
 from django.db import transaction
 
-from notifications import services as notifications
 from tasks_admin import history
 from tasks_admin.history import RECORDED_HEADER, RETRY_OF_HEADER
 
-from . import stock, tasks
-from .errors import WorkflowError
-from .models import Order, Shipment, WorkflowStep
+from .models import Order, WorkflowStep
 
 logger = logging.getLogger(__name__)
 
-CHAIN = (tasks.charge_payment, tasks.create_shipment)
-CHORD_HEADER = (tasks.send_confirmation_email, tasks.send_confirmation_sms, tasks.record_sales)
-CHORD_CALLBACK = tasks.confirm_order
-ERROR_CALLBACK = tasks.handle_order_failure
+CHARGE = "charge_payment"
+FULFIL = ("create_shipment", "record_sales")  # the chord's header: in parallel, once paid
+CONFIRM = "confirm_order"  # the chord's callback
+STEPS = (CHARGE, *FULFIL, CONFIRM)  # the order's WorkflowStep rows, in order
+MESSAGES = ("send_confirmation_email", "send_confirmation_sms")  # sent once the order is confirmed
+ON_ERROR = "handle_order_failure"
 
-STEP_TASKS = (*CHAIN, *CHORD_HEADER, CHORD_CALLBACK)
-STEP_NAMES = tuple(task.step for task in STEP_TASKS)
+
+def task_name(step: str) -> str:
+    return f"orders.tasks.{step}"
 
 
-def create_steps(order: Order) -> list[WorkflowStep]:
-    """The order's WorkflowStep rows, each with the id its task will run under."""
-    return WorkflowStep.objects.bulk_create(
+TASK_NAMES = frozenset(task_name(step) for step in (*STEPS, *MESSAGES, ON_ERROR))
+
+
+def create_steps(order: Order) -> dict[str, str]:
+    """The order's WorkflowStep rows, each with the id its task will run under: {step: task id}."""
+    steps = WorkflowStep.objects.bulk_create(
         WorkflowStep(order=order, name=name, position=position, task_id=str(uuid.uuid4()))
-        for position, name in enumerate(STEP_NAMES)
+        for position, name in enumerate(STEPS)
     )
+    return {step.name: step.task_id for step in steps}
 
 
-def build_workflow(
+def build(
     order_id: str,
-    task_ids: dict[str, str],
-    skip: Collection[str] = (),
+    task_ids: Mapping[str, str],
+    done: Collection[str] = (),
     replaces: Mapping[str, str] | None = None,
     recorded: bool = False,
-) -> Signature | None:
-    """The canvas for an order, leaving out the steps in `skip` (those that already succeeded).
+) -> Signature:
+    """The canvas for an order, leaving out the fulfilment steps in `done`.
 
-    `replaces` maps a step to the task id it runs again: the task history links the two.
-    `recorded`: its tasks are in the task history already (RECORDED_HEADER).
+    `task_ids` names the id of every step and message to send; `replaces` maps a step to the
+    task id it runs again (the task history links the two); `recorded`: the tasks are in the
+    task history already (RECORDED_HEADER).
     """
 
-    def signature(task) -> Signature:
-        sig = task.si(order_id).set(task_id=task_ids[task.step])
-        if replaces and task.step in replaces:
-            sig.set(headers={RETRY_OF_HEADER: replaces[task.step]})
-        elif recorded:
-            sig.set(headers={RECORDED_HEADER: True})
-        return sig
+    def signature(step: str) -> Signature:
+        headers = {RETRY_OF_HEADER: replaces[step]} if replaces and step in replaces else {}
+        if recorded:
+            headers[RECORDED_HEADER] = True
+        return current_app.signature(
+            task_name(step), args=(order_id,), immutable=True, task_id=task_ids[step], headers=headers
+        )
 
-    parts = [signature(task) for task in CHAIN if task.step not in skip]
-    header = [signature(task) for task in CHORD_HEADER if task.step not in skip]
-    if CHORD_CALLBACK.step not in skip:
-        callback = signature(CHORD_CALLBACK)
-        parts.append(chord(header, callback) if header else callback)
-    if not parts:
-        return None
-    return chain(*parts).on_error(ERROR_CALLBACK.si(order_id))
+    confirm = signature(CONFIRM)
+    confirm.link(group(signature(message) for message in MESSAGES))
+    parts = [signature(CHARGE)] if CHARGE not in done else []
+    header = [signature(step) for step in FULFIL if step not in done]
+    parts.append(chord(header, confirm) if header else confirm)
+    return chain(*parts).on_error(current_app.signature(task_name(ON_ERROR), args=(order_id,), immutable=True))
 
 
-def start_workflow(order: Order) -> None:
-    """Create the order's steps, record their tasks and send the workflow once the surrounding
-    transaction commits."""
-    steps = create_steps(order)
-    task_ids = {step.name: step.task_id for step in steps}
-    workflow = build_workflow(str(order.pk), task_ids, recorded=True)
+def start(order: Order) -> None:
+    """Create the order's steps, record its workflow's tasks, and send the workflow once the
+    surrounding transaction commits."""
+    task_ids = create_steps(order) | {message: str(uuid.uuid4()) for message in MESSAGES}
+    workflow = build(str(order.pk), task_ids, recorded=True)
     _record(order, task_ids)
 
     def send() -> None:
@@ -92,60 +96,45 @@ def start_workflow(order: Order) -> None:
     transaction.on_commit(send)
 
 
-def _record(order: Order, task_ids: dict[str, str]) -> None:
-    """The workflow's tasks in the history (queued), as the workers would have written them on
-    sending each task (the chord's group id is recorded when its tasks start)."""
-    root = task_ids[CHAIN[0].step]
-    parent = {task.step: previous.step for previous, task in zip(CHAIN, CHAIN[1:], strict=False)}
-    parent |= {task.step: CHAIN[-1].step for task in CHORD_HEADER}
+def _record(order: Order, task_ids: Mapping[str, str]) -> None:
+    """The workflow's tasks in the history, as the workers would have written them on sending
+    each task: the charge queued, the rest waiting for the steps before them."""
+    parent = {step: CHARGE for step in FULFIL} | {message: CONFIRM for message in MESSAGES}
     history.record_planned(
         history.PlannedTask(
-            task_id=task_ids[task.step],
-            task_name=task.name,
+            task_id=task_ids[step],
+            task_name=task_name(step),
             args=[str(order.pk)],
             order_id=order.pk,
-            root_id=root,
-            parent_id=task_ids[parent[task.step]] if task.step in parent else "",
-            chord_id=task_ids[CHORD_CALLBACK.step] if task in CHORD_HEADER else "",
+            root_id=task_ids[CHARGE],
+            parent_id=task_ids[parent[step]] if step in parent else "",
+            chord_id=task_ids[CONFIRM] if step in FULFIL else "",
+            first=step == CHARGE,
         )
-        for task in STEP_TASKS
+        for step in (*STEPS, *MESSAGES)
     )
 
 
-def continue_workflow(order_id: str) -> list[str]:
-    """Send an order's workflow again from where it stopped; return the steps sent.
+def send_rest(order: Order, reason: str) -> list[str]:
+    """Send the fulfilment steps that did not succeed, and the rest of the canvas, under new task
+    ids once the surrounding transaction commits; return the steps sent.
 
-    Steps that succeeded are not re-run. Each re-run step gets a new task id, linked
-    to the one it replaces, and messages the provider refused may be tried again. A
-    failed order takes its stock off sale again first (and is refused if the stock is
-    gone); a cancelled or confirmed order cannot continue.
+    The runs they replace are linked to the new ones, and those that never started are marked
+    not run, so nothing looks queued that never will be. Call it with the order locked and in a
+    status the workflow moves on (the caller, orders/services.py, checks).
     """
-    with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status == Order.Status.CONFIRMED:
-            raise WorkflowError(f"Order {order.number} is already confirmed.")
-        if order.status == Order.Status.CANCELLED:
-            raise WorkflowError(f"Order {order.number} was cancelled ({order.failure_reason}); it cannot continue.")
-        if order.status == Order.Status.FAILED:
-            stock.reserve_again(order)
-            order.status, order.failure_reason = Order.Status.PROCESSING, ""
-            order.save(update_fields=["status", "failure_reason", "updated_at"])
-            Shipment.objects.filter(order=order).update(status=Shipment.Status.READY)
-
-        notifications.reopen_failed(order.pk)
-        steps = list(order.steps.all())
-        done = {step.name for step in steps if step.state == states.SUCCESS}
-        if order.sales_recorded_at is None:
-            done.discard("record_sales")  # the failure path took the sales back out
-        rerun = [step for step in steps if step.name not in done]
-        replaces = {step.name: step.task_id for step in rerun}
-        for step in rerun:
-            step.task_id, step.state, step.error = str(uuid.uuid4()), states.PENDING, ""
-            step.started_at = step.finished_at = None
-        WorkflowStep.objects.bulk_update(rerun, ["task_id", "state", "error", "started_at", "finished_at"])
-        workflow = build_workflow(str(order.pk), {step.name: step.task_id for step in steps}, done, replaces)
-        if workflow is not None:
-            transaction.on_commit(lambda: publish(order, workflow))
+    steps = list(order.steps.all())
+    done = {step.name for step in steps if step.state == WorkflowStep.State.SUCCESS}
+    rerun = [step for step in steps if step.name not in done]
+    replaces = {step.name: step.task_id for step in rerun}
+    for step in rerun:
+        step.task_id, step.state, step.error, step.finished_at = str(uuid.uuid4()), WorkflowStep.State.PENDING, "", None
+    WorkflowStep.objects.bulk_update(rerun, ["task_id", "state", "error", "finished_at"])
+    task_ids = {step.name: step.task_id for step in steps} | {message: str(uuid.uuid4()) for message in MESSAGES}
+    superseded = [*replaces.values(), *history.unstarted(order_id=order.pk, task_names=map(task_name, MESSAGES))]
+    history.skip(superseded, f"not run: replaced by a new run ({reason})")
+    workflow = build(str(order.pk), task_ids, done, replaces)
+    transaction.on_commit(lambda: publish(order, workflow))
     return [step.name for step in rerun]
 
 

@@ -32,7 +32,8 @@ def _survive_broker_loss() -> None:
 
 _survive_broker_loss()
 
-app = Celery("shop")
+# Every task inherits the retry policy and the revoke check (tasks_admin/base.py).
+app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
 # Every Celery setting lives in settings/celery.py as CELERY_<NAME>.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

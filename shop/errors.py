@@ -4,17 +4,15 @@ The split decides retries: a transient error is retried with backoff, a permanen
 one fails the task at once.
 """
 
+from tasks_admin.errors import TransientError
+
 
 class ProviderError(Exception):
     """A call to an outside provider did not succeed."""
 
 
-class TransientProviderError(ProviderError):
+class TransientProviderError(ProviderError, TransientError):
     """Worth retrying: timeouts, connection errors, 5xx, 429 rate limits."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class PermanentProviderError(ProviderError):

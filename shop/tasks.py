@@ -2,12 +2,10 @@
 
 from celery import shared_task
 
-from orders.steps import RetryingTask
-
 from . import stock_alerts
 
 
-@shared_task(base=RetryingTask)
+@shared_task
 def send_low_stock_alert() -> int:
     """Hourly: staff hear about products running out, once a day per set of products."""
     return stock_alerts.send_low_stock_alert()

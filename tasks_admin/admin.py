@@ -7,7 +7,7 @@ index (task id, root id, order number, registered task names), denormalised colu
 
 import json
 import threading
-from functools import cached_property
+from functools import cached_property, partial
 from html import escape
 
 from celery import current_app, states
@@ -27,12 +27,15 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django_celery_results.models import TaskResult
 
-from . import services
+from . import console, services
 from .changelist import TaskChangeList
-from .graph import canvas_graph, order_graph, render_svg
-from .models import TASK_STATES, DeadLetter, TaskAction, TaskRecord
+from .console import Action, Offer
+from .graph import render_svg
+from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
 
 STATE_COLOURS = {
+    PLANNED: "#bcccdc",
+    SKIPPED: "#7b8794",
     states.PENDING: "#9aa5b1",
     states.STARTED: "#e0a800",
     states.RETRY: "#e8590c",
@@ -54,6 +57,9 @@ class CappedCountPaginator(Paginator):
 
 
 def shop_task_names() -> list[str]:
+    """Every task the project defines, the same in every process: the task modules are imported
+    first (a web process has not imported them all by itself)."""
+    current_app.loader.import_default_modules()
     return sorted(name for name in current_app.tasks if not name.startswith("celery."))
 
 
@@ -156,13 +162,29 @@ class TaskConsoleMixin:
         return request.user.has_perm("tasks_admin.resolve_deadletter")
 
     def get_urls(self):
-        view = self.admin_site.admin_view
+        """The task actions' URLs, named after this admin's model: the task list's and the dead
+        letters' buttons each post to their own admin."""
+        view, prefix = self.admin_site.admin_view, self._url_prefix
         return [
-            path("<path:object_id>/retry/", view(self.retry_view), name="tasks_admin_task_retry"),
-            path("<path:object_id>/revoke/", view(self.revoke_view), name="tasks_admin_task_revoke"),
-            path("<path:object_id>/terminate/", view(self.terminate_view), name="tasks_admin_task_terminate"),
-            path("<path:object_id>/resolve/", view(self.resolve_view), name="tasks_admin_task_resolve"),
+            *(
+                path(
+                    f"<path:object_id>/{action}/", view(partial(self.action_view, action=action)), name=prefix + action
+                )
+                for action in Action
+            ),
+            path("<path:object_id>/resolve/", view(self.resolve_view), name=f"{prefix}resolve"),
         ] + super().get_urls()
+
+    @property
+    def _url_prefix(self) -> str:
+        return f"{self.opts.app_label}_{self.opts.model_name}_"
+
+    def response_action(self, request: HttpRequest, queryset):
+        """A bulk action this user may not run is forbidden (403), not "no action selected"."""
+        name = request.POST.get("action", "")
+        if name in (self.actions or ()) and name not in self.get_actions(request):
+            raise PermissionDenied
+        return super().response_action(request, queryset)
 
     # Columns
 
@@ -246,11 +268,11 @@ class TaskConsoleMixin:
     def row_actions(self, record: TaskRecord) -> str:
         return mark_safe(
             "".join(
-                f'<button type="submit" class="button task-{action}" formmethod="post" style="padding:3px 8px" '
-                f'formaction="{self._url(f"admin:tasks_admin_task_{action}", record.pk)}">'
-                f"{action.capitalize()}</button>"
-                for action, allowed in self._allowed_actions(record).items()
-                if allowed
+                f'<button type="submit" class="button task-{offer.action}" formmethod="post" style="padding:3px 8px" '
+                f'title="{escape(offer.title)}" '
+                f'formaction="{self._url(f"admin:{self._url_prefix}{offer.action}", record.pk)}">'
+                f"{escape(offer.label)}</button>"
+                for offer in self._offers(record)
             )
         )
 
@@ -260,13 +282,13 @@ class TaskConsoleMixin:
         self._local.request, self._local.page = request, {}
         return super().changelist_view(request, extra_context)
 
-    def _allowed_actions(self, record: TaskRecord, request: HttpRequest | None = None) -> dict[str, bool]:
+    def _offers(self, record: TaskRecord, request: HttpRequest | None = None) -> list[Offer]:
+        """What the task's owner offers on it now, among the actions this user may take."""
         request = request or self._local.request
-        return {
-            "retry": record.state in services.RETRYABLE_STATES and self.has_retry_permission(request),
-            "revoke": record.state in services.REVOCABLE_STATES and self.has_revoke_permission(request),
-            "terminate": record.state == states.STARTED and self.has_terminate_permission(request),
-        }
+        return [offer for offer in console.offers(record) if self._may(request, offer.action)]
+
+    def _may(self, request: HttpRequest, action: Action) -> bool:
+        return getattr(self, f"has_{action}_permission")(request)
 
     # Single-task actions: POST only, CSRF-checked by admin_view, permission-checked here.
 
@@ -275,45 +297,25 @@ class TaskConsoleMixin:
             return HttpResponseNotAllowed(["POST"])
         if not allowed:
             raise PermissionDenied
-        record = get_object_or_404(TaskRecord, pk=object_id)
+        record = get_object_or_404(TaskRecord.objects.select_related("order"), pk=object_id)
         try:
-            target = act(record, request.POST.get("reason", "").strip()[:500])
+            messages.success(request, act(record, request.POST.get("reason", "").strip()[:500]))
         except services.ActionRefused as exc:
             messages.error(request, str(exc))
-            target = record
-        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[target.pk]))
+        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[record.pk]))
 
-    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def act(record: TaskRecord, reason: str) -> TaskRecord:
-            task_id = services.retry_task(record, user=request.user, reason=reason)
-            messages.success(request, f"Sent {record.task_name} again as task {task_id}.")
-            return TaskRecord.objects.filter(task_id=task_id).first() or record
+    def action_view(self, request: HttpRequest, object_id: str, action: Action) -> HttpResponse:
+        def act(record: TaskRecord, reason: str) -> str:
+            return console.perform(action, record, user=request.user, reason=reason)
 
-        return self._act(request, object_id, self.has_retry_permission(request), act)
-
-    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def act(record: TaskRecord, reason: str) -> TaskRecord:
-            services.revoke_task(record, user=request.user, reason=reason)
-            messages.success(request, f"Revoked task {record.task_id}.")
-            return record
-
-        return self._act(request, object_id, self.has_revoke_permission(request), act)
-
-    def terminate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def act(record: TaskRecord, reason: str) -> TaskRecord:
-            services.revoke_task(record, user=request.user, terminate=True, reason=reason)
-            messages.success(request, f"Asked the workers to terminate task {record.task_id}.")
-            return record
-
-        return self._act(request, object_id, self.has_terminate_permission(request), act)
+        return self._act(request, object_id, self._may(request, action), act)
 
     def resolve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def act(record: TaskRecord, note: str) -> TaskRecord:
+        def act(record: TaskRecord, note: str) -> str:
             if not note:
                 raise services.ActionRefused("Say how it was resolved: the note is required.")
-            services.resolve_dead_letter(record, user=request.user, note=note)
-            messages.success(request, "Marked as resolved.")
-            return record
+            services.resolve(record, user=request.user, note=note)
+            return "Marked as resolved."
 
         return self._act(request, object_id, self.has_resolve_permission(request), act)
 
@@ -322,7 +324,7 @@ class TaskConsoleMixin:
     def _bulk(self, request: HttpRequest, queryset, act, verb: str) -> None:
         reason = request.POST.get("reason", "").strip()[:500]
         done, refused = 0, []
-        for record in queryset.select_related(None)[:500]:
+        for record in queryset.select_related("order")[:500]:
             try:
                 act(record, reason)
                 done += 1
@@ -333,22 +335,20 @@ class TaskConsoleMixin:
         for message in refused[:10]:
             messages.warning(request, message)
 
-    @admin.action(permissions=["retry"], description="Retry selected tasks (same arguments and queue)")
+    def _bulk_action(self, request: HttpRequest, queryset, action: Action, verb: str) -> None:
+        self._bulk(request, queryset, lambda r, why: console.perform(action, r, user=request.user, reason=why), verb)
+
+    @admin.action(permissions=["retry"], description="Retry selected tasks (as each task's owner means it)")
     def retry_selected(self, request: HttpRequest, queryset) -> None:
-        self._bulk(request, queryset, lambda r, why: services.retry_task(r, user=request.user, reason=why), "Retried")
+        self._bulk_action(request, queryset, Action.RETRY, "Retried")
 
     @admin.action(permissions=["revoke"], description="Revoke selected queued tasks")
     def revoke_selected(self, request: HttpRequest, queryset) -> None:
-        self._bulk(request, queryset, lambda r, why: services.revoke_task(r, user=request.user, reason=why), "Revoked")
+        self._bulk_action(request, queryset, Action.REVOKE, "Revoked")
 
     @admin.action(permissions=["terminate"], description="Terminate selected running tasks")
     def terminate_selected(self, request: HttpRequest, queryset) -> None:
-        self._bulk(
-            request,
-            queryset,
-            lambda r, why: services.revoke_task(r, user=request.user, terminate=True, reason=why),
-            "Asked to terminate",
-        )
+        self._bulk_action(request, queryset, Action.TERMINATE, "Asked to terminate")
 
 
 @admin.register(TaskRecord)
@@ -397,8 +397,7 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
     def _detail(self, request: HttpRequest, record: TaskRecord) -> dict:
         related = TaskRecord.objects.only("id", "task_id", "task_name", "state")
-        graph = order_graph(record.order) if record.order_id and record.order else canvas_graph(record.root_id)
-        allowed = self._allowed_actions(record, request)
+        graph = console.owner_of(record).graph(record)
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -416,9 +415,8 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
             "retried_as": list(record.retried_as.all()[:20]),
             "graph": render_svg(graph, highlight=record.task_id) if graph else None,
             "audit": list(record.actions.select_related("user")[:20]),
-            "can_retry": allowed["retry"],
-            "can_revoke": allowed["revoke"],
-            "can_terminate": allowed["terminate"],
+            "offers": self._offers(record, request),
+            "action_url_prefix": "admin:tasks_admin_taskrecord_",
             "can_resolve": record.state == states.FAILURE
             and not record.resolved_at
             and self.has_resolve_permission(request),
@@ -461,9 +459,9 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
             (record.exception_message[:140] + "…") if len(record.exception_message) > 140 else record.exception_message
         )
 
-    def _allowed_actions(self, record: TaskRecord, request: HttpRequest | None = None) -> dict[str, bool]:
-        request = request or self._local.request
-        return {"retry": self.has_retry_permission(request)}
+    def _offers(self, record: TaskRecord, request: HttpRequest | None = None) -> list[Offer]:
+        """A dead letter offers its owner's retry (requeue) only: it failed, nothing runs."""
+        return [offer for offer in super()._offers(record, request) if offer.action == Action.RETRY]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         groups = (
@@ -477,9 +475,9 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[object_id]))
 
-    @admin.action(permissions=["retry"], description="Requeue selected (retry with the same arguments, audited)")
+    @admin.action(permissions=["retry"], description="Requeue selected (retry as each task's owner means it, audited)")
     def requeue_selected(self, request: HttpRequest, queryset) -> None:
-        self._bulk(request, queryset, lambda r, why: services.retry_task(r, user=request.user, reason=why), "Requeued")
+        self._bulk_action(request, queryset, Action.RETRY, "Requeued")
 
     @admin.action(permissions=["resolve"], description="Resolve selected with the note")
     def resolve_selected(self, request: HttpRequest, queryset) -> None:
@@ -489,7 +487,7 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
         self._bulk(
             request,
             queryset,
-            lambda r, note: services.resolve_dead_letter(r, user=request.user, note=note),
+            lambda r, note: services.resolve(r, user=request.user, note=note),
             "Resolved",
         )
 

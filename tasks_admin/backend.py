@@ -120,6 +120,12 @@ def _write_deadline(task_id: str | None) -> float:
     return time.monotonic() + settings.RESULT_WRITE_RETRY_SECONDS
 
 
+def _errback_key(errback) -> tuple[str, str]:
+    """An error callback, by task and arguments: the header's copy is a clone of the chord's."""
+    errback = maybe_signature(errback)
+    return errback.task, json.dumps(list(errback.args or ()), default=str)
+
+
 class ShopDatabaseBackend(DatabaseBackend):
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """For Celery's own retry loop (reads): an unreachable database is worth another try."""
@@ -182,7 +188,7 @@ class ShopDatabaseBackend(DatabaseBackend):
         if not group_id or not task_id:
             return
         if state != states.SUCCESS:
-            self._fail(request, group_id, task_id)
+            self._fail(request, group_id, task_id, state)
             return
         outcome = self._write(
             f"count {task_id} in chord {group_id}", task_id, lambda: self._count_part(group_id, task_id, state)
@@ -192,20 +198,30 @@ class ShopDatabaseBackend(DatabaseBackend):
         elif outcome == 0:
             self._fire(request, group_id)
 
-    def _fail(self, request, group_id: str, task_id: str) -> None:
+    def _fail(self, request, group_id: str, task_id: str, state: str) -> None:
         """A header task failed: the chord fails now. Removing its counter makes this report the
         only one that calls the error callbacks (a duplicate finds no counter), and keeps the
-        others from counting: the callback never runs."""
+        others from counting: the callback never runs. An error callback the failed task has
+        itself (task_allow_error_cb_on_chord_header) was called by Celery already; it is not
+        called a second time for the chord (tests/unit/test_result_backend.py)."""
         removed = self._write(
             f"fail chord {group_id}", task_id, lambda: ChordCounter.objects.filter(group_id=group_id).delete()[0]
         )
         if not removed:
             return
         _fired_chords.put(group_id)
+        callback = maybe_signature(request.chord, app=self.app)
+        own = getattr(request, "errbacks", None)
+        if state == states.FAILURE and own:
+            called = {_errback_key(errback) for errback in own}
+            callback = callback.clone()
+            callback.options["link_error"] = [
+                errback for errback in callback.options.get("link_error") or [] if _errback_key(errback) not in called
+            ]
         try:  # chord_error_from_stack records the traceback of the exception being handled
             raise ChordError(f"Dependency {task_id} failed")
         except ChordError as exc:
-            self.chord_error_from_stack(maybe_signature(request.chord, app=self.app), exc)
+            self.chord_error_from_stack(callback, exc)
 
     def _count_part(self, group_id: str, task_id: str, state: str) -> int | str:
         """Record a header task's report once; the count left, or why it did not count."""

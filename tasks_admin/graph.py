@@ -10,11 +10,13 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from .models import TaskRecord
+from .models import PLANNED, SKIPPED, TaskRecord
 
 MAX_NODES = 60
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 190, 58, 70, 18, 16
 COLOURS = {
+    PLANNED: ("#f5f7fa", "#bcccdc"),
+    SKIPPED: ("#f5f7fa", "#7b8794"),
     states.PENDING: ("#eef2f7", "#9aa5b1"),
     states.STARTED: ("#fff4d6", "#e0a800"),
     states.RETRY: ("#ffe8cc", "#e8590c"),
@@ -57,7 +59,8 @@ def _record_url(record: TaskRecord | None) -> str:
         return ""
 
 
-def _node(key: str, label: str, record: TaskRecord | None, state: str = states.PENDING) -> Node:
+def node(key: str, label: str, record: TaskRecord | None, state: str = states.PENDING) -> Node:
+    """A graph node for a task, from its record in the history (None: not recorded yet)."""
     if record is None:
         return Node(key=key, label=label, state=state)
     return Node(
@@ -70,28 +73,6 @@ def _node(key: str, label: str, record: TaskRecord | None, state: str = states.P
         finished_at=record.finished_at,
         url=_record_url(record),
     )
-
-
-def order_graph(order) -> Graph:
-    """The order's workflow, laid out from its definition (orders/workflow.py), states from its steps."""
-    from orders import workflow  # the order workflow's shape
-
-    steps = {step.name: step for step in order.steps.all()}
-    records = {r.task_id: r for r in TaskRecord.objects.filter(task_id__in=[s.task_id for s in steps.values()])}
-
-    def node(task) -> Node:
-        step = steps.get(task.step)
-        record = records.get(step.task_id) if step else None
-        result = _node(task.step, task.step, record, state=step.state if step else states.PENDING)
-        if step and record is None:  # not published yet, or history cleaned up: the step row still knows
-            result.task_id, result.attempts = step.task_id, step.attempts
-        return result
-
-    columns = [[node(task)] for task in workflow.CHAIN]
-    columns.append([node(task) for task in workflow.CHORD_HEADER])
-    columns.append([node(workflow.CHORD_CALLBACK)])
-    edges = [(a.key, b.key) for left, right in zip(columns, columns[1:], strict=False) for a in left for b in right]
-    return Graph(columns=columns, edges=edges, chords=[[n.key for n in columns[-2]]])
 
 
 def canvas_graph(root_id: str) -> Graph | None:
@@ -122,7 +103,7 @@ def canvas_graph(root_id: str) -> Graph | None:
 
     columns: dict[int, list[Node]] = defaultdict(list)
     for record in records[:MAX_NODES]:
-        columns[layer(record.task_id)].append(_node(record.task_id, record.task_name.rpartition(".")[2], record))
+        columns[layer(record.task_id)].append(node(record.task_id, record.task_name.rpartition(".")[2], record))
     chords = [[r.task_id for r in records if r.chord_id == callback] for callback in callbacks if callback in by_id]
     return Graph(columns=[columns[i] for i in sorted(columns)], edges=edges, chords=chords)
 

@@ -26,7 +26,7 @@ from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from . import writebehind
-from .models import TaskRecord
+from .models import PLANNED, SKIPPED, TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ RETRY_OF_HEADER = "shop_retry_of"
 # Set on a task whose TaskRecord its sender wrote already (orders/workflow.py): publishing it
 # writes nothing.
 RECORDED_HEADER = "shop_recorded"
+# Why a revoked task that reached a worker anyway did not run (tasks_admin/base.py).
+REVOKED_BY_STAFF = "revoked by staff before it ran"
 
 _started: dict[str, float] = {}  # task id → monotonic start, in the process running it
 
@@ -86,11 +88,13 @@ class PlannedTask:
     root_id: str
     parent_id: str
     chord_id: str
+    first: bool = False  # sent with the canvas itself; the others wait for the tasks before them
 
 
 def record_planned(tasks: Iterable[PlannedTask]) -> None:
-    """Record a canvas's tasks as queued, in the caller's transaction, with the routing they
-    will be sent with; send them with RECORDED_HEADER so that publishing writes nothing."""
+    """Record a canvas's tasks in the caller's transaction, with the routing they will be sent
+    with: the first as queued, the rest as waiting until a worker sends them on. Send them with
+    RECORDED_HEADER: publishing one then only marks it queued, in the sender's next batch."""
     now = timezone.now()
     records = []
     for task in tasks:
@@ -99,6 +103,7 @@ def record_planned(tasks: Iterable[PlannedTask]) -> None:
             TaskRecord(
                 task_id=task.task_id,
                 task_name=task.task_name,
+                state=states.PENDING if task.first else PLANNED,
                 args=encode_arguments(task.args),
                 kwargs={},
                 queue=queue,
@@ -112,6 +117,38 @@ def record_planned(tasks: Iterable[PlannedTask]) -> None:
             )
         )
     TaskRecord.objects.bulk_create(records)
+
+
+def skip(task_ids: Iterable[str], reason: str) -> int:
+    """Mark tasks that have not started and now will not run (their workflow stopped, or a new
+    run replaced them) as not run, saying why; return how many. A task among them that is in
+    the broker already and reaches a worker anyway is ignored by its owner's own guard."""
+    return TaskRecord.objects.filter(task_id__in=list(task_ids), state__in=(PLANNED, states.PENDING)).update(
+        state=SKIPPED, exception_message=reason[:2000], finished_at=timezone.now()
+    )
+
+
+def unstarted(*, order_id, task_names: Iterable[str]) -> list[str]:
+    """Ids of an order's tasks of these names that are waiting or queued."""
+    return list(
+        TaskRecord.objects.filter(
+            order_id=order_id, task_name__in=list(task_names), state__in=(PLANNED, states.PENDING)
+        ).values_list("task_id", flat=True)
+    )
+
+
+def settle(task_ids, state: str, note: str) -> int:
+    """Record how runs ended whose own record of it was lost (their worker process was killed
+    before its batch was written): `task_ids` is a list or a subquery; return how many changed."""
+    live = (PLANNED, states.PENDING, states.STARTED, states.RETRY)
+    return TaskRecord.objects.filter(task_id__in=task_ids, state__in=live).update(
+        state=state, exception_message=note, finished_at=timezone.now()
+    )
+
+
+def is_revoked(task_id: str) -> bool:
+    """Whether staff revoked this task (tasks_admin/base.py checks it before every run)."""
+    return TaskRecord.objects.filter(task_id=task_id, state=states.REVOKED).exists()
 
 
 @functools.cache
@@ -134,6 +171,7 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
     args, kwargs, embed = body
     task_id, retries = headers["id"], headers.get("retries") or 0
     if headers.get(RECORDED_HEADER) and not retries:
+        _published.put(task_id, state=states.PENDING, sent_at=timezone.now())
         return
     declare = kw.get("declare") or []
     queue = declare[0].name if declare else routing_key
@@ -203,6 +241,12 @@ def _unsent(name: str, args, kwargs, request, at) -> dict:
 
 
 _runs = writebehind.Table("task history", _write_runs, additive=("attempts",))
+# Planned tasks a worker has sent on: queued now, unless they already started (another process
+# may have written that first) or were skipped.
+_published = writebehind.Table(
+    "sent planned task",
+    lambda rows: writebehind.update_rows(TaskRecord, ("task_id",), rows, only_if={"state": PLANNED}),
+)
 
 
 @signals.task_prerun.connect(dispatch_uid="tasks_admin.record_started")
@@ -225,10 +269,13 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
 
 
 @signals.task_postrun.connect(dispatch_uid="tasks_admin.record_finished")
-def record_finished(task_id: str, task, state: str | None = None, **kw) -> None:
+def record_finished(task_id: str, task, state: str | None = None, retval=None, **kw) -> None:
     started = _started.pop(task_id, None)
     fields = {"finished_at": timezone.now()}
-    if state:  # None when the run was cut short (terminated): the revoke handler says how it ended
+    if state == states.IGNORED:  # not run: revoked by staff, or its owner's guard refused it
+        reason = str(retval or "")
+        fields |= {"state": states.REVOKED if reason == REVOKED_BY_STAFF else SKIPPED, "exception_message": reason}
+    elif state:  # None when the run was cut short (terminated): the revoke handler says how it ended
         fields["state"] = state
     if started is not None:
         fields["runtime"] = round(time.monotonic() - started, 6)

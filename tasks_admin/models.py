@@ -5,13 +5,21 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# Not Celery states: a task of a canvas recorded by its sender before the canvas reaches it
+# (not in the broker yet), and a task that will not run, or ran and did nothing, because the
+# workflow it belongs to stopped or replaced it (`exception_message` says why).
+PLANNED = "PLANNED"
+SKIPPED = "SKIPPED"
+
 TASK_STATES = [
+    (PLANNED, "waiting"),
     (states.PENDING, "queued"),
     (states.STARTED, "running"),
     (states.RETRY, "retry"),
     (states.SUCCESS, "succeeded"),
     (states.FAILURE, "failed"),
     (states.REVOKED, "revoked"),
+    (SKIPPED, "not run"),
 ]
 
 

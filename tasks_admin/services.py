@@ -1,5 +1,7 @@
-"""What staff can do to tasks from the admin. Each action is permission-checked by the
-caller (the admin) and audited here: a TaskAction row and an entry in the admin's history log.
+"""The console's primitives: send a task again, revoke, terminate, resolve, run a periodic job.
+Each is audited here — a TaskAction row and an entry in the admin's history log. The permission
+is checked by the caller (the admin), and what an action means for a task is decided by its
+owner (tasks_admin/console.py), which calls these.
 """
 
 import uuid
@@ -13,36 +15,28 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.json import loads as json_loads
 
-from orders.models import Order
-from orders.workflow import continue_workflow as send_rest_of_workflow
-
 from .history import RETRY_OF_HEADER, decode_arguments
 from .models import TaskAction, TaskRecord
 
-RETRYABLE_STATES = (states.FAILURE, states.REVOKED)
-REVOCABLE_STATES = (states.PENDING, states.RETRY)
-
 
 class ActionRefused(Exception):
-    """The action does not apply to this task in its current state; the message says why."""
+    """The action does not apply to this task (or its owner's object) now; the message says why."""
 
 
-def retry_task(record: TaskRecord, *, user: AbstractBaseUser, reason: str = "") -> str:
-    """Send a failed or revoked task again with its exact arguments and routing; return the new task id.
+def send_again(record: TaskRecord, *, user: AbstractBaseUser, reason: str = "", send: bool = True) -> str:
+    """Send a task again with its exact arguments and routing under a new id; return the id.
 
-    The new run is linked to this one (retry_of), and this one counts as resolved.
+    The new run is linked to this one (retry_of), and this one counts as resolved. With
+    `send=False` the caller sends the new run itself (an owner re-sending a whole workflow).
     """
-    if record.state not in RETRYABLE_STATES:
-        raise ActionRefused(f"Only failed or revoked tasks can be retried; this one is {record.get_state_display()}.")
     new_task_id = str(uuid.uuid4())
     with transaction.atomic():
         TaskRecord.objects.filter(pk=record.pk).update(
             resolved_at=timezone.now(), resolved_by=user, resolution_note=f"Retried as {new_task_id}. {reason}".strip()
         )
-        _audit(
-            TaskAction.Kind.RETRY, user, reason, record, new_task_id=new_task_id, message=f"Retried as {new_task_id}"
-        )
-        transaction.on_commit(lambda: _send_again(record, new_task_id))
+        audit(TaskAction.Kind.RETRY, user, reason, record, new_task_id=new_task_id, message=f"Retried as {new_task_id}")
+        if send:
+            transaction.on_commit(lambda: _send_again(record, new_task_id))
     return new_task_id
 
 
@@ -57,49 +51,40 @@ def _send_again(record: TaskRecord, task_id: str) -> None:
     )
 
 
-def revoke_task(record: TaskRecord, *, user: AbstractBaseUser, terminate: bool = False, reason: str = "") -> None:
-    """Revoke a queued task, or terminate a running one (SIGTERM to the process running it)."""
-    allowed = (states.STARTED,) if terminate else REVOCABLE_STATES
-    if record.state not in allowed:
-        verb = "terminated" if terminate else "revoked"
-        raise ActionRefused(f"This task is {record.get_state_display()}; it cannot be {verb}.")
+def revoke(
+    record: TaskRecord, *, user: AbstractBaseUser, reason: str = "", terminate: bool = False, message: str = ""
+) -> None:
+    """Tell the workers not to run a task (or, with `terminate`, to stop the process running it:
+    SIGTERM); the history keeps it revoked, so a worker that did not hear it skips it too
+    (tasks_admin/base.py)."""
     with transaction.atomic():
-        TaskRecord.objects.filter(pk=record.pk).update(state=states.REVOKED, finished_at=timezone.now())
+        if not terminate:
+            TaskRecord.objects.filter(pk=record.pk).exclude(state__in=states.READY_STATES).update(
+                state=states.REVOKED, finished_at=timezone.now()
+            )
         kind = TaskAction.Kind.TERMINATE if terminate else TaskAction.Kind.REVOKE
-        _audit(kind, user, reason, record, message=kind.label.capitalize())
+        audit(kind, user, reason, record, message=message or kind.label.capitalize())
         transaction.on_commit(lambda: current_app.control.revoke(record.task_id, terminate=terminate, signal="SIGTERM"))
 
 
-def resolve_dead_letter(record: TaskRecord, *, user: AbstractBaseUser, note: str) -> None:
+def resolve(record: TaskRecord, *, user: AbstractBaseUser, note: str) -> None:
     if record.state != states.FAILURE or record.resolved_at:
         raise ActionRefused("Only an unresolved failed task can be resolved.")
     with transaction.atomic():
         TaskRecord.objects.filter(pk=record.pk).update(
             resolved_at=timezone.now(), resolved_by=user, resolution_note=note
         )
-        _audit(TaskAction.Kind.RESOLVE, user, note, record, message=f"Resolved: {note}")
+        audit(TaskAction.Kind.RESOLVE, user, note, record, message=f"Resolved: {note}")
 
 
-def continue_workflow(order: Order, *, user: AbstractBaseUser, reason: str = "") -> list[str]:
-    """Re-run an order's failed (or never run) steps and the rest of its canvas; return the steps sent."""
-    with transaction.atomic():
-        steps = send_rest_of_workflow(str(order.pk))
-        # The failed runs it replaces are dealt with.
-        TaskRecord.objects.filter(order=order, state=states.FAILURE, resolved_at__isnull=True).update(
-            resolved_at=timezone.now(), resolved_by=user, resolution_note="Workflow continued."
-        )
-        _audit(
-            TaskAction.Kind.CONTINUE_WORKFLOW,
-            user,
-            reason,
-            order=order,
-            target=order,
-            message=f"Continued the workflow: {', '.join(steps) or 'nothing left to run'}",
-        )
-    return steps
+def resolve_failures(records: models.QuerySet, *, user: AbstractBaseUser | None, note: str) -> int:
+    """Mark failed runs as dealt with (their work was sent again another way); return how many."""
+    return records.filter(state=states.FAILURE, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolved_by=user, resolution_note=note
+    )
 
 
-def _audit(
+def audit(
     kind: str,
     user: AbstractBaseUser,
     reason: str,
@@ -107,7 +92,7 @@ def _audit(
     *,
     message: str,
     new_task_id: str = "",
-    order: Order | None = None,
+    order_id=None,
     target: models.Model | None = None,
     periodic_task_name: str = "",
 ) -> TaskAction:
@@ -125,7 +110,7 @@ def _audit(
         reason=reason,
         task=record,
         new_task_id=new_task_id,
-        order_id=order.pk if order else (record.order_id if record else None),
+        order_id=order_id or (record.order_id if record else None),
         periodic_task_name=periodic_task_name,
     )
 
@@ -148,7 +133,7 @@ def run_periodic_task_now(periodic_task: PeriodicTask, *, user: AbstractBaseUser
                 last_run_at=timezone.now(), total_run_count=models.F("total_run_count") + 1
             )
             PeriodicTasks.update_changed()
-            _audit(
+            audit(
                 TaskAction.Kind.RUN_PERIODIC,
                 user,
                 "",

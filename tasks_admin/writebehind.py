@@ -107,11 +107,18 @@ def run_again(request) -> bool:
     return bool(request.retries or (request.delivery_info or {}).get("redelivered"))
 
 
-def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, additive: tuple[str, ...] = ()) -> int:
+def update_rows(
+    model: type[Model],
+    key_fields: tuple[str, ...],
+    rows: Rows,
+    additive: tuple[str, ...] = (),
+    only_if: dict[str, Any] | None = None,
+) -> int:
     """Write many rows' fields in one UPDATE, each column a CASE on the row's key (what
     Django's bulk_update does on the primary key, here on any unique key, and built as SQL
     directly: resolving thousands of ORM expressions cost the flusher more than the write).
-    `additive` columns are added to the stored value. Returns how many rows matched."""
+    `additive` columns are added to the stored value; `only_if` ({field: value}) leaves rows
+    that do not hold those values alone. Returns how many rows matched."""
     meta, quote = model._meta, connection.ops.quote_name
     keys = [quote(meta.get_field(name).column) for name in key_fields]
     key_params = {
@@ -137,6 +144,9 @@ def update_rows(model: type[Model], key_fields: tuple[str, ...], rows: Rows, add
             assignments.append(f"{column} = CASE {' '.join(whens)} ELSE {column} END")
     where = " OR ".join(f"({match})" for _ in rows)
     params += [param for key in rows for param in key_params[key]]
+    for name, value in (only_if or {}).items():
+        where = f"({where}) AND {quote(meta.get_field(name).column)} = %s"
+        params.append(db_value(model, name, value))
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where}", params)
         return cursor.rowcount

@@ -9,15 +9,10 @@ from django.db import close_old_connections
 
 IN_CI = bool(os.environ.get("CI"))
 
-# The order workflow's steps, in order: the contract the API, the page and the admin show.
-WORKFLOW_STEPS = [
-    "charge_payment",
-    "create_shipment",
-    "send_confirmation_email",
-    "send_confirmation_sms",
-    "record_sales",
-    "confirm_order",
-]
+# The order's fulfilment steps, in order: the contract the API, the page and the admin show.
+WORKFLOW_STEPS = ["charge_payment", "create_shipment", "record_sales", "confirm_order"]
+# ...and every task of its workflow: the steps, then the messages that follow the confirmation.
+WORKFLOW_TASKS = [*WORKFLOW_STEPS, "send_confirmation_email", "send_confirmation_sms"]
 
 
 def require(condition: bool, reason: str) -> None:

@@ -1,0 +1,134 @@
+"""What the task console's actions mean for an order's workflow tasks (the README's table).
+
+The console offers retry, revoke and terminate on any task; for an order's steps the order
+decides (tasks_admin/console.py): revoking its queued charge cancels the order, revoking or
+terminating a later step puts the paid order on hold, retrying a failed step continues the
+order, and revoking or retrying a confirmation message cancels or re-sends that message.
+What would break the order's rules is not offered, and refused if forged
+(tests/integration/test_order_safety.py, tests/unit/test_order_console.py).
+"""
+
+from celery import states
+from django.contrib.auth.models import AbstractBaseUser
+
+from notifications.models import Notification
+from tasks_admin import console
+from tasks_admin import services as task_console
+from tasks_admin.console import Action, Offer
+from tasks_admin.models import PLANNED, TaskAction, TaskRecord
+
+from . import lifecycle, services, workflow
+from .errors import CheckoutError, OrderActionRefused
+from .graph import order_graph
+from .models import Order
+
+Status = Order.Status
+QUEUED = (PLANNED, states.PENDING, states.RETRY)
+CHANNELS = {
+    workflow.task_name("send_confirmation_email"): Notification.Channel.EMAIL,
+    workflow.task_name("send_confirmation_sms"): Notification.Channel.SMS,
+}
+
+
+class OrderTasks(console.TaskOwner):
+    def offers(self, record: TaskRecord) -> list[Offer]:
+        order = record.order
+        if record.task_name == workflow.task_name(workflow.ON_ERROR) or order is None:
+            return super().offers(record)  # the error callback is idempotent: Celery's meaning
+        if record.task_name in CHANNELS:
+            return _message_offers(record, order)
+        if record.task_name == workflow.task_name(workflow.CHARGE):
+            return _charge_offers(record, order)
+        return _fulfilment_offers(record, order)
+
+    def graph(self, record: TaskRecord):
+        return order_graph(record.order) if record.order is not None else super().graph(record)
+
+    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> str:
+        if record.task_name == workflow.task_name(workflow.ON_ERROR) or record.order is None:
+            return super().perform(action, record, user=user, reason=reason)
+        try:
+            return self._perform(action, record, user=user, reason=reason)
+        except (OrderActionRefused, CheckoutError) as exc:  # e.g. the stock is gone: said to staff as is
+            raise task_console.ActionRefused(str(exc)) from exc
+
+    def _perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> str:
+        chosen = console.offer(self, record, action)  # refused unless offered in the order's state now
+        order = record.order
+        if record.task_name in CHANNELS:
+            return _act_on_message(action, record, order, user=user, reason=reason)
+        if action == Action.RETRY:
+            steps = continue_order(order, user=user, reason=reason)
+            return f"Continued order {order.number}: sent {', '.join(steps) or 'nothing'} again."
+        actor, note = lifecycle.staff(user), reason or f"{chosen.label.lower()} from the task console"
+        if record.task_name == workflow.task_name(workflow.CHARGE):
+            services.cancel_order(order.pk, reason="it was cancelled by our staff.", actor=actor, user=user)
+            done = f"Cancelled order {order.number}: its stock is released and the customer told; it is not charged."
+        else:
+            services.hold_order(order.pk, actor=actor, user=user, note=note)
+            done = f"Put order {order.number} on hold: continue it from its page when ready."
+        task_console.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE, message=done)
+        return done
+
+
+def continue_order(order: Order, *, user: AbstractBaseUser, reason: str = "") -> list[str]:
+    """Staff continue an order (its admin page, or a retry of one of its steps): the failed runs
+    it replaces count as dealt with, and the action is audited on the order."""
+    steps = services.continue_order(order.pk, actor=lifecycle.staff(user), user=user, reason=reason)
+    task_console.resolve_failures(TaskRecord.objects.filter(order=order), user=user, note="Order continued.")
+    task_console.audit(
+        TaskAction.Kind.CONTINUE_WORKFLOW,
+        user,
+        reason,
+        order_id=order.pk,
+        target=order,
+        message=f"Continued the workflow: {', '.join(steps) or 'nothing left to run'}",
+    )
+    return steps
+
+
+def _charge_offers(record: TaskRecord, order: Order) -> list[Offer]:
+    if record.state in QUEUED and order.status == Status.PENDING:
+        return [
+            Offer(Action.REVOKE, "Cancel order", f"Cancel {order.number}: not charged, stock released, customer told")
+        ]
+    if record.state == states.FAILURE and order.status == Status.FAILED and not record.resolved_at:
+        return [Offer(Action.RETRY, "Charge again", f"Continue {order.number}: stock reserved again, charged once")]
+    return []  # running: the charge is at the gateway; declined or cancelled: nothing to do
+
+
+def _fulfilment_offers(record: TaskRecord, order: Order) -> list[Offer]:
+    if order.status == Status.PAID and record.state in QUEUED:
+        return [Offer(Action.REVOKE, "Hold order", f"Put {order.number} on hold: nothing more runs until continued")]
+    if order.status == Status.PAID and record.state == states.STARTED:
+        return [Offer(Action.TERMINATE, "Hold order", f"Stop this step and put {order.number} on hold")]
+    if order.status == Status.ON_HOLD and record.state in console.RETRYABLE_STATES and not record.resolved_at:
+        return [Offer(Action.RETRY, "Continue order", f"Send {order.number}'s unfinished steps again")]
+    return []
+
+
+def _message_offers(record: TaskRecord, order: Order) -> list[Offer]:
+    if order.status != Status.CONFIRMED:
+        return []  # sent only once the order is confirmed
+    if record.state in QUEUED:
+        return [Offer(Action.REVOKE, "Don't send", "Cancel this message: the customer will not get it")]
+    if record.state == states.STARTED:
+        return [Offer(Action.TERMINATE, "Stop sending", "Cancel this message; the provider may have it already")]
+    if record.state in console.RETRYABLE_STATES and not record.resolved_at:
+        return [Offer(Action.RETRY, "Send again", "Send it again, to the order's current address")]
+    return []
+
+
+def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, reason: str) -> str:
+    channel = CHANNELS[record.task_name]
+    if action == Action.RETRY:
+        notification = services.reopen_confirmation(order.pk, channel)
+        task_id = task_console.send_again(record, user=user, reason=reason)
+        return f"Sending the {channel} to {notification.recipient} again (task {task_id})."
+    services.cancel_confirmation(order.pk, channel, force=action == Action.TERMINATE)
+    done = f"The {channel} for order {order.number} will not be sent."
+    task_console.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE, message=done)
+    return done
+
+
+console.register(OrderTasks(), workflow.TASK_NAMES)

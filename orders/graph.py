@@ -1,0 +1,36 @@
+"""The order workflow drawn for the admin: laid out from its definition (orders/workflow.py),
+each node coloured by the step's recorded outcome or, until it has one, its current run."""
+
+from celery import states
+
+from tasks_admin.graph import Graph, node
+from tasks_admin.models import TaskRecord
+
+from . import workflow
+from .models import Order, WorkflowStep
+
+
+def order_graph(order: Order) -> Graph:
+    steps = {step.name: step for step in order.steps.all()}
+    records = {record.task_id: record for record in TaskRecord.objects.filter(order=order).order_by("id")}
+    latest = {record.task_name: record for record in records.values()}  # a message's current run
+
+    def step_node(name: str):
+        step = steps.get(name)
+        record = records.get(step.task_id) if step else latest.get(workflow.task_name(name))
+        result = node(name, name, record)
+        if step is not None:
+            if step.state != WorkflowStep.State.PENDING:
+                result.state = step.state  # the outcome, written with the step's effect
+            elif record is None:  # not recorded, or the history was cleaned up: the step row knows its id
+                result.task_id, result.state = step.task_id, states.PENDING
+        return result
+
+    columns = [
+        [step_node(workflow.CHARGE)],
+        [step_node(step) for step in workflow.FULFIL],
+        [step_node(workflow.CONFIRM)],
+        [step_node(message) for message in workflow.MESSAGES],
+    ]
+    edges = [(a.key, b.key) for left, right in zip(columns, columns[1:], strict=False) for a in left for b in right]
+    return Graph(columns=columns, edges=edges, chords=[list(workflow.FULFIL)])

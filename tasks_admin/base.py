@@ -1,0 +1,74 @@
+"""The project's default task class (shop/celery.py): retries with backoff and jitter, and no run
+of a task that staff revoked.
+
+Every task of every app inherits this; an app raises `TransientError` (or a subclass) for what is
+worth another try and anything else for what is not.
+"""
+
+import logging
+import random
+
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from . import history
+from .errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+
+# A database briefly unreachable, a call cut short by the soft time limit: tried again too.
+TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError, SoftTimeLimitExceeded)
+
+
+def retry_countdown(retries: int, retry_after: float | None = None) -> float:
+    """Exponential backoff capped at TASK_RETRY_BACKOFF_MAX, with equal jitter.
+
+    Half of the delay is fixed and half random, so retries of many tasks that failed
+    together spread out instead of returning as one herd; a provider's Retry-After is
+    honoured up to the cap (tests/unit/test_steps.py).
+    """
+    cap = settings.TASK_RETRY_BACKOFF_MAX
+    ceiling = min(cap, settings.TASK_RETRY_BACKOFF * 2**retries)
+    countdown = ceiling / 2 + random.uniform(0, ceiling / 2)
+    # The cap wins even over Retry-After: the broker's visibility timeout is sized on it.
+    return min(max(countdown, retry_after or 0.0), cap)
+
+
+class RetryingTask(Task):
+    """Retries transient errors up to TASK_MAX_RETRIES times; any other error fails at once.
+
+    A task staff revoked does not run, even on a worker that did not hear the revoke (it was
+    paused, or started later): the history says so (tests/integration/test_order_safety.py).
+    """
+
+    max_retries = settings.TASK_MAX_RETRIES
+    default_retry_delay = settings.TASK_WORKER_LOST_RETRY_DELAY  # used by task_retry_on_worker_lost
+
+    def __call__(self, *args, **kwargs):
+        if self.request.id and history.is_revoked(self.request.id):
+            logger.warning("%s[%s] was revoked: not running it", self.name, self.request.id)
+            raise Ignore(history.REVOKED_BY_STAFF)
+        try:
+            return self.attempt(*args, **kwargs)
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries < self.max_retries:
+                countdown = retry_countdown(self.request.retries, getattr(exc, "retry_after", None))
+                self.record_failure(args, exc, final=False)
+                logger.warning("%s[%s] retry in %.1fs: %s", self.name, self.request.id, countdown, exc)
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            self.record_failure(args, exc, final=True)
+            raise
+        except Ignore:
+            raise
+        except Exception as exc:
+            self.record_failure(args, exc, final=True)
+            raise
+
+    def attempt(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
+        """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows."""
