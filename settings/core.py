@@ -4,7 +4,7 @@ import os
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str, secret_key, var_path
+from .env import env_bool, env_int, env_list, env_str, secret_key, var_dir, var_path
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key()
@@ -97,8 +97,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = var_path("static")  # collectstatic's target, if you run it
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = var_dir("static")  # collectstatic's target, if you run it
 # Serve app static files straight from their folders: no collectstatic step is
 # needed on a laptop, in tests or in production.
 WHITENOISE_USE_FINDERS = True
