@@ -121,11 +121,20 @@ if env_bool("BEHIND_PROXY", False):
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# Every record is written once, by root's console handler. Django's default handlers on "django"
+# wrote each of its records a second time with DEBUG on (its console; mail_admins sends nothing
+# without ADMINS), so "django" keeps none. A 403 is one WARNING line naming the user, without a
+# traceback (shop.log.RefusalWithoutTraceback; tests/functional/test_forbidden_logging.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"refusal_without_traceback": {"()": "shop.log.RefusalWithoutTraceback"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django": {"handlers": []},
+        "django.request": {"filters": ["refusal_without_traceback"]},
+        "django.db.backends": {"level": "INFO"},
+    },
 }
