@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DJANGO_SETTINGS_MODULE := settings
+# The laptop stack writes the database, the broker's queue, mails, SMS and secrets into var/:
+# the files it creates are its user's only (0600), like var/'s folders (settings/env.py).
+PRIVATE := umask 077 &&
 
 .PHONY: run test test-reliability bench bench-quick lint setup
 
@@ -14,15 +17,15 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 setup: $(BIN)/.installed
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py load_demo_catalog
-	$(BIN)/python manage.py create_demo_admin
-	$(BIN)/python manage.py setup_periodic_tasks
+	$(PRIVATE) $(BIN)/python manage.py migrate --noinput
+	$(PRIVATE) $(BIN)/python manage.py load_demo_catalog
+	$(PRIVATE) $(BIN)/python manage.py create_demo_admin
+	$(PRIVATE) $(BIN)/python manage.py setup_periodic_tasks
 
 # Web, worker, beat and the embedded Redis, with prefixed logs; Ctrl-C stops them all.
 run: setup
 	@echo "The shop: http://127.0.0.1:8000"
-	DEBUG=$${DEBUG:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho -f Procfile.dev start
+	$(PRIVATE) DEBUG=$${DEBUG:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho -f Procfile.dev start
 
 test: $(BIN)/.installed
 	$(BIN)/pytest

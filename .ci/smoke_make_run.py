@@ -1,13 +1,19 @@
 """Start `make run` (embedded SQLite + Redis) in the background, buy through the JSON API, stop it.
 
-Fails unless the order is confirmed within 60 seconds.
+Fails unless the order is confirmed within 60 seconds, and unless everything the stack wrote
+under its var/ (database and WAL, broker socket and append-only file, mails, SMS, secrets) is
+closed to group and others. The stack gets a var/ of its own, made by the project, under the
+usual umask 022: the check sees what a fresh checkout on a laptop gets.
 """
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,13 +50,34 @@ def recorded(order: dict) -> dict | None:
     return order if all(step["state"] == "SUCCESS" for step in order["steps"]) else None
 
 
+def shared(var: Path) -> list[str]:
+    """var/ and everything under it that group or others may access at all, with its mode."""
+    found = []
+    for path in (var, *var.rglob("*")):
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue  # a temporary file, gone since the listing
+        if mode & 0o077:
+            found.append(f"{stat.filemode(mode)} {path}")
+    return found
+
+
 def main() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="smoke-make-run-"))
+    var = scratch / "var"  # not there yet: the project makes it
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    (ROOT / "var").mkdir(exist_ok=True)
-    log_path = ROOT / "var" / "make-run.log"
+    env["SHOP_VAR_DIR"] = str(var)
+    log_path = scratch / "make-run.log"
     log = open(log_path, "wb")
     stack = subprocess.Popen(
-        ["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        ["make", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        umask=0o022,
     )
     try:
         wait(lambda: request("GET", "/api/products/")[0] == 200, 180, "the shop answers on :8000")
@@ -80,9 +107,14 @@ def main() -> None:
         # Workers record step states in batches (WRITE_BEHIND_SECONDS), a moment after the order moves on.
         order = wait(lambda: recorded(request("GET", path)[1]), 10, "every step recorded as SUCCESS")
         print("Steps: " + ", ".join(f"{s['name']} {s['state']}" for s in order["steps"]))
+        if offenders := shared(var):
+            print("Open to group or others under var/:\n  " + "\n  ".join(offenders))
+            raise SystemExit(f"FAILED: {len(offenders)} paths under var/ are not private")
+        print(f"Everything under {var} is private: {len(list(var.rglob('*')))} files and folders")
     except BaseException:
         log.flush()
         sys.stdout.write(log_path.read_text(errors="replace")[-8000:])
+        print(f"The stack's var/ and log are kept in {scratch}")
         raise
     finally:
         os.killpg(stack.pid, signal.SIGINT)
@@ -90,7 +122,8 @@ def main() -> None:
             stack.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(stack.pid, signal.SIGKILL)
-    print("Smoke test passed: make run placed and confirmed an order; the stack stopped.")
+    shutil.rmtree(scratch)
+    print("Smoke test passed: make run placed and confirmed an order, kept var/ private; the stack stopped.")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str, secret_key, var_path
+from .env import env_bool, env_int, env_list, env_str, secret_key, var_dir, var_path
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key()
@@ -28,6 +28,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "shop.jsonapi.JsonErrorsMiddleware",  # outermost: it sees every answer to the API
     "django.middleware.security.SecurityMiddleware",
     "shop.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -97,8 +98,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = var_path("static")  # collectstatic's target, if you run it
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = var_dir("static")  # collectstatic's target, if you run it
 # Serve app static files straight from their folders: no collectstatic step is
 # needed on a laptop, in tests or in production.
 WHITENOISE_USE_FINDERS = True
@@ -121,11 +121,20 @@ if env_bool("BEHIND_PROXY", False):
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# Every record is written once, by root's console handler. Django's default handlers on "django"
+# wrote each of its records a second time with DEBUG on (its console; mail_admins sends nothing
+# without ADMINS), so "django" keeps none. A 403 is one WARNING line naming the user, without a
+# traceback (shop.log.RefusalWithoutTraceback; tests/functional/test_forbidden_logging.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"refusal_without_traceback": {"()": "shop.log.RefusalWithoutTraceback"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django": {"handlers": []},
+        "django.request": {"filters": ["refusal_without_traceback"]},
+        "django.db.backends": {"level": "INFO"},
+    },
 }

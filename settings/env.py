@@ -53,10 +53,35 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def private_dir(path: Path) -> Path:
+    """Make the directory `path` (and missing parents), and make it 0700, its owner's only, if it is looser.
+
+    var/ holds the SQLite database and WAL (sessions, password hashes, customers), the broker's
+    append-only file (task messages), sent e-mails and SMS, SECRET_KEY and the demo admin's password.
+    The project makes its folders in var/ with this helper: a private folder keeps its files private
+    whatever their own mode, even files an older checkout left 0644. The umask 077 `make run` sets
+    (Makefile) makes the files 0600 as well. A folder owned by another user (a deployment's read-only
+    mount) is left alone. Proven by tests/security/test_local_files.py and .ci/smoke_make_run.py.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+        path.chmod(0o700)
+    return path
+
+
+def var_dir(*parts: str) -> Path:
+    """A folder under the git-ignored var/ directory; it and var/ are created private on demand."""
+    path = private_dir(VAR_DIR)
+    for part in parts:
+        path = private_dir(path / part)
+    return path
+
+
 def var_path(*parts: str) -> Path:
-    """A path under the git-ignored var/ directory, created on demand."""
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    return VAR_DIR.joinpath(*parts)
+    """A file's path under var/; its folders are created private on demand."""
+    *folders, name = parts
+    return var_dir(*folders) / name
 
 
 def secret_key() -> str:

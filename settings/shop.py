@@ -1,6 +1,6 @@
 """The shop's own settings: payment gateway, e-mail, SMS, retry policy and periodic jobs."""
 
-from .env import env_bool, env_float, env_int, env_list, env_str, var_path
+from .env import env_bool, env_float, env_int, env_list, env_str, var_dir, var_path
 
 SHOP_NAME = env_str("SHOP_NAME", "Celery Shop")
 SHOP_BASE_URL = env_str("SHOP_BASE_URL", "http://127.0.0.1:8000")
@@ -14,7 +14,8 @@ PAYMENT_DEMO_LATENCY = env_float("PAYMENT_DEMO_LATENCY", 0.3)
 # E-mail through Django's framework. The default writes each message to var/mail/;
 # set EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST etc.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
-EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(var_path("mail")))
+# The default folder is made here, private (settings.env.private_dir), not by the backend.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or str(var_dir("mail"))
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")

