@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from notifications.models import Notification
 from tasks_admin import console
 from tasks_admin import services as task_console
-from tasks_admin.console import Action, Offer
+from tasks_admin.console import Action, Offer, Outcome
 from tasks_admin.models import PLANNED, TaskAction, TaskRecord
 
 from . import lifecycle, services, workflow
@@ -44,7 +44,7 @@ class OrderTasks(console.TaskOwner):
     def graph(self, record: TaskRecord):
         return order_graph(record.order) if record.order is not None else super().graph(record)
 
-    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> str:
+    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
         if record.task_name == workflow.task_name(workflow.ON_ERROR) or record.order is None:
             return super().perform(action, record, user=user, reason=reason)
         try:
@@ -52,14 +52,14 @@ class OrderTasks(console.TaskOwner):
         except (OrderActionRefused, CheckoutError) as exc:  # e.g. the stock is gone: said to staff as is
             raise task_console.ActionRefused(str(exc)) from exc
 
-    def _perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> str:
+    def _perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
         chosen = console.offer(self, record, action)  # refused unless offered in the order's state now
         order = record.order
         if record.task_name in CHANNELS:
             return _act_on_message(action, record, order, user=user, reason=reason)
         if action == Action.RETRY:
             steps = continue_order(order, user=user, reason=reason)
-            return f"Continued order {order.number}: sent {', '.join(steps) or 'nothing'} again."
+            return Outcome(f"Continued order {order.number}: sent {', '.join(steps) or 'nothing'} again.")
         actor, note = lifecycle.staff(user), reason or f"{chosen.label.lower()} from the task console"
         if record.task_name == workflow.task_name(workflow.CHARGE):
             services.cancel_order(order.pk, reason="it was cancelled by our staff.", actor=actor, user=user)
@@ -68,7 +68,7 @@ class OrderTasks(console.TaskOwner):
             services.hold_order(order.pk, actor=actor, user=user, note=note)
             done = f"Put order {order.number} on hold: continue it from its page when ready."
         task_console.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE, message=done)
-        return done
+        return Outcome(done)
 
 
 def continue_order(order: Order, *, user: AbstractBaseUser, reason: str = "") -> list[str]:
@@ -119,16 +119,16 @@ def _message_offers(record: TaskRecord, order: Order) -> list[Offer]:
     return []
 
 
-def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, reason: str) -> str:
+def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, reason: str) -> Outcome:
     channel = CHANNELS[record.task_name]
     if action == Action.RETRY:
         notification = services.reopen_confirmation(order.pk, channel)
         task_id = task_console.send_again(record, user=user, reason=reason)
-        return f"Sending the {channel} to {notification.recipient} again (task {task_id})."
+        return Outcome(f"Sending the {channel} to {notification.recipient} again (task {task_id}).", task_id)
     services.cancel_confirmation(order.pk, channel, force=action == Action.TERMINATE)
     done = f"The {channel} for order {order.number} will not be sent."
     task_console.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE, message=done)
-    return done
+    return Outcome(done)
 
 
 console.register(OrderTasks(), workflow.TASK_NAMES)

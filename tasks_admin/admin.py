@@ -29,7 +29,7 @@ from django_celery_results.models import TaskResult
 
 from . import console, services
 from .changelist import TaskChangeList
-from .console import Action, Offer
+from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
 
@@ -298,24 +298,29 @@ class TaskConsoleMixin:
         if not allowed:
             raise PermissionDenied
         record = get_object_or_404(TaskRecord.objects.select_related("order"), pk=object_id)
+        shown = record
         try:
-            messages.success(request, act(record, request.POST.get("reason", "").strip()[:500]))
+            outcome = act(record, request.POST.get("reason", "").strip()[:500])
         except services.ActionRefused as exc:
             messages.error(request, str(exc))
-        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[record.pk]))
+        else:
+            messages.success(request, outcome.message)
+            # A run sent again is shown next, once the history has it.
+            shown = TaskRecord.objects.filter(task_id=outcome.new_task_id).first() or record
+        return HttpResponseRedirect(reverse("admin:tasks_admin_taskrecord_change", args=[shown.pk]))
 
     def action_view(self, request: HttpRequest, object_id: str, action: Action) -> HttpResponse:
-        def act(record: TaskRecord, reason: str) -> str:
+        def act(record: TaskRecord, reason: str) -> Outcome:
             return console.perform(action, record, user=request.user, reason=reason)
 
         return self._act(request, object_id, self._may(request, action), act)
 
     def resolve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        def act(record: TaskRecord, note: str) -> str:
+        def act(record: TaskRecord, note: str) -> Outcome:
             if not note:
                 raise services.ActionRefused("Say how it was resolved: the note is required.")
             services.resolve(record, user=request.user, note=note)
-            return "Marked as resolved."
+            return Outcome("Marked as resolved.")
 
         return self._act(request, object_id, self.has_resolve_permission(request), act)
 

@@ -36,6 +36,14 @@ class Offer:
     title: str = ""  # what it will do, said before it is done
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did, for staff to read; the new run's task id when it sent one."""
+
+    message: str
+    new_task_id: str = ""
+
+
 RETRYABLE_STATES = (states.FAILURE, states.REVOKED)
 REVOCABLE_STATES = (PLANNED, states.PENDING, states.RETRY)
 
@@ -57,15 +65,16 @@ class TaskOwner:
         the history's parent and chord links."""
         return canvas_graph(record.root_id)
 
-    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> str:
-        """Do `action`; return what was done, for staff to read. Raises ActionRefused."""
+    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
+        """Do `action`; say what was done. Raises ActionRefused."""
         offer(self, record, action)
         if action == Action.RETRY:
-            return f"Sent {record.task_name} again as task {services.send_again(record, user=user, reason=reason)}."
+            task_id = services.send_again(record, user=user, reason=reason)
+            return Outcome(f"Sent {record.task_name} again as task {task_id}.", task_id)
         services.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE)
         if action == Action.TERMINATE:
-            return f"Asked the workers to terminate task {record.task_id}."
-        return f"Revoked task {record.task_id}."
+            return Outcome(f"Asked the workers to terminate task {record.task_id}.")
+        return Outcome(f"Revoked task {record.task_id}.")
 
 
 def offer(owner: TaskOwner, record: TaskRecord, action: Action) -> Offer:
@@ -95,6 +104,6 @@ def offers(record: TaskRecord) -> list[Offer]:
     return owner_of(record).offers(record)
 
 
-def perform(action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str = "") -> str:
-    """Do `action` on `record` as its owner means it; return what was done. Raises ActionRefused."""
+def perform(action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str = "") -> Outcome:
+    """Do `action` on `record` as its owner means it; say what was done. Raises ActionRefused."""
     return owner_of(record).perform(action, record, user=user, reason=reason)

@@ -161,7 +161,8 @@ def _route(task_name: str) -> tuple[str, str, str]:
 def forget_planned(task_ids: Iterable[str]) -> None:
     """Remove the records of planned tasks that could not be sent after all (broker down):
     whoever sends them later records them then."""
-    _best_effort(lambda: TaskRecord.objects.filter(task_id__in=list(task_ids), state=states.PENDING).delete())
+    unsent = TaskRecord.objects.filter(task_id__in=list(task_ids), state__in=(PLANNED, states.PENDING))
+    _best_effort(lambda: unsent.delete())
 
 
 @signals.before_task_publish.connect(dispatch_uid="tasks_admin.record_published")

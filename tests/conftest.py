@@ -8,6 +8,7 @@ import pytest
 
 from shop import embedded_redis
 from shop.celery import app as celery_app
+from tests.fakes import switches
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.processes import WorkerProcess, test_database_url
 
@@ -69,8 +70,11 @@ def worker_process(
         # Fast retries: the policy is the same, the seconds are shorter.
         "TASK_RETRY_BACKOFF": "0.1",
         "TASK_RETRY_BACKOFF_MAX": "0.5",
-        "CELERY_EXTRA_IMPORTS": "tests.fakes.tasks",
+        "CELERY_EXTRA_IMPORTS": "tests.fakes.tasks,tests.fakes.faults",
         "FAKE_TASKS_DIR": str(fake_tasks_dir),
+        # Switches a test flips to make a step fail or hang (tests/fakes/switches.py).
+        "FAULT_DIR": str(fake_tasks_dir),
+        "FAULT_SWITCHES": ",".join(switches.SWITCHES),
     }
     worker = WorkerProcess(env, tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield worker

@@ -9,6 +9,10 @@ FAULT_KILL_CHILD="module:attr.path"  the pool process running the target kills i
     time) or KILLONCE (the first time for that order).
 FAULT_DUPLICATE_PUBLISH="task.name,..."  every message published for these tasks is
     published a second time, byte for byte (a duplicate delivery).
+FAULT_SWITCHES="module:attr.path,..."  switches a test flips while the worker runs: while
+    FAULT_DIR/fail-<target> exists, a call of the target raises RuntimeError (a permanent
+    error); while FAULT_DIR/slow-<target> exists, a call first sleeps as many seconds as the
+    file says, leaving FAULT_DIR/running-<target> meanwhile (tests/fakes/switches.py flips them).
 """
 
 import os
@@ -71,6 +75,29 @@ def _kill_child(original):
     return wrapper
 
 
+def _switchable(target: str):
+    def make_wrapper(original):
+        @wraps(original)
+        def wrapper(*args, **kwargs):
+            slow = _dir() / f"slow-{target}"
+            if slow.exists():
+                running = _dir() / f"running-{target}"
+                running.touch()
+                try:
+                    time.sleep(float(slow.read_text() or "5"))
+                finally:
+                    running.unlink(missing_ok=True)
+            if (_dir() / f"fail-{target}").exists():
+                raise RuntimeError(f"injected fault: {target}")
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    return make_wrapper
+
+
+for _target in filter(None, os.environ.get("FAULT_SWITCHES", "").split(",")):
+    _patch(_target, _switchable(_target))
 for _target in filter(None, os.environ.get("FAULT_PAUSE_AFTER", "").split(",")):
     _patch(_target, _pause_after(_target, float(os.environ.get("FAULT_PAUSE_SECONDS", "3"))))
 for _target in filter(None, os.environ.get("FAULT_KILL_CHILD", "").split(",")):
