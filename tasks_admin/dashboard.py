@@ -1,7 +1,9 @@
 """The task console's dashboard: throughput, per-task health, the broker's queues and the workers online."""
 
+from dataclasses import replace
 from datetime import timedelta
 
+from celery import current_app, states
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -9,8 +11,6 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-
-from shop.celery import app as celery_app
 
 from . import charts, metrics
 
@@ -26,6 +26,10 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
     hour_step, day_step = timedelta(minutes=1), timedelta(minutes=15)
     hour = metrics.throughput(now=now, span=timedelta(hours=1), step=hour_step)
     day = metrics.throughput(now=now, span=timedelta(days=1), step=day_step)
+    queued = metrics.queued_by_queue()
+    broker = metrics.read_broker(current_app)
+    if broker is not None:  # each queue with what the history shows queued in it
+        broker.queues[:] = [replace(queue, recorded=queued.get(queue.name, 0)) for queue in broker.queues]
     context = {
         **admin.site.each_context(request),
         "title": "Task dashboard",
@@ -40,9 +44,12 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
         ),
         "task_stats": metrics.task_stats(since=now - timedelta(days=1), until=now),
         "runtime_sample": metrics.RUNTIME_SAMPLE,
-        "broker": metrics.read_broker(celery_app),
+        "broker": broker,
         "broker_timeout": metrics.BROKER_TIMEOUT,
         "dead_letters": metrics.dead_letter_count(),
+        "queued": queued,
+        "queued_total": sum(queued.values()),
+        "queued_url": reverse("admin:tasks_admin_taskrecord_changelist") + f"?state={states.PENDING}",
         "stuck_orders": metrics.stuck_order_count(stuck_minutes),
         "stuck_minutes": stuck_minutes,
         "app_url": reverse("admin:app_list", kwargs={"app_label": "tasks_admin"}),

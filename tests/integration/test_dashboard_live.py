@@ -19,8 +19,8 @@ def get_page(client) -> str:
     return response.content.decode()
 
 
-def queue_depth(page: str, queue: str) -> int:
-    return int(re.search(rf'<tr data-queue="{queue}">.*?data-depth="(\d+)"', page, re.S).group(1))
+def queue_depth(page: str, queue: str, column: str = "depth") -> int:
+    return int(re.search(rf'<tr data-queue="{queue}">.*?data-{column}="(\d+)"', page, re.S).group(1))
 
 
 @pytest.mark.django_db
@@ -33,7 +33,13 @@ def test_queue_depth_is_read_from_the_broker(broker_url, admin_client, settings)
         for _ in range(3):
             celery_app.send_task("tasks_admin.nonexistent", queue=queue)
 
-        assert queue_depth(get_page(admin_client), "dashboard-test") == 3
+        page = get_page(admin_client)
+        # The broker and the history agree: three waiting, three queued; the tile counts them too.
+        assert queue_depth(page, "dashboard-test") == 3
+        assert queue_depth(page, "dashboard-test", "recorded") == 3
+        assert re.search(r'data-metric="queued">(\d+)<', page).group(1) == str(
+            TaskRecord.objects.filter(state="PENDING").count()
+        )
 
         with celery_app.connection_for_write() as conn:
             queue(conn.default_channel).purge()

@@ -15,8 +15,8 @@ from orders.models import DemoGatewayCharge, Order
 from shop.models import Product
 from tasks_admin.models import DeadLetter, TaskAction, TaskRecord
 from tests.factories import DECLINED_CARD, make_product, order_payload
-from tests.fakes import tasks as fake_tasks
 from tests.fakes import switches
+from tests.fakes import tasks as fake_tasks
 from tests.support import WORKFLOW_TASKS, mailbox, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

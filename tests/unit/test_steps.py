@@ -7,8 +7,8 @@ from orders import tasks
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
 from orders.payments import PaymentDeclined
-from tasks_admin.base import retry_countdown
 from shop.errors import TransientProviderError
+from tasks_admin.base import retry_countdown
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product
 from tests.fakes.sms_gateway import FakeSmsGateway
 
