@@ -179,13 +179,6 @@ class TaskConsoleMixin:
     def _url_prefix(self) -> str:
         return f"{self.opts.app_label}_{self.opts.model_name}_"
 
-    def response_action(self, request: HttpRequest, queryset):
-        """A bulk action this user may not run is forbidden (403), not "no action selected"."""
-        name = request.POST.get("action", "")
-        if name in (self.actions or ()) and name not in self.get_actions(request):
-            raise PermissionDenied
-        return super().response_action(request, queryset)
-
     # Columns
 
     # Fifty rows of a dozen cells: each cell is an f-string with its data escaped, which is
@@ -277,6 +270,10 @@ class TaskConsoleMixin:
         )
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
+        # A bulk action this user may not run is forbidden (403), not "no action selected".
+        name = request.POST.get("action", "") if request.method == "POST" else ""
+        if name in (self.actions or ()) and name not in self.get_actions(request):
+            raise PermissionDenied
         # Per thread (one admin serves every request): the row buttons depend on the user's
         # permissions, and the rows of a page share link patterns and the clock.
         self._local.request, self._local.page = request, {}

@@ -1,0 +1,74 @@
+"""Small things staff meet in the console: every process lists the same tasks, each list's buttons
+post to its own admin, a forged bulk action is forbidden, orders cannot be deleted."""
+
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+from celery import states
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+from django.utils import timezone
+
+from orders.checkout import Customer, place_order
+from orders.models import Order
+from tasks_admin.models import TaskRecord
+from tests.factories import GOOD_CARD, make_product
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def make_record(state: str = states.FAILURE, name: str = "tests.fakes.tasks.record_arguments") -> TaskRecord:
+    return TaskRecord.objects.create(task_id=str(uuid.uuid4()), task_name=name, state=state, sent_at=timezone.now())
+
+
+def test_a_fresh_web_process_filters_by_every_task_the_project_defines():
+    """Each gunicorn worker is a fresh process: its task filter must not depend on what it happened to import."""
+    code = "import django, json; django.setup(); from tasks_admin.admin import shop_task_names; print(json.dumps(shop_task_names()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    names = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"shop.tasks.send_low_stock_alert", "tasks_admin.tasks.cleanup_task_history"} <= set(names)
+    assert "orders.tasks.charge_payment" in names and "notifications.tasks.deliver_message" in names
+
+
+def test_each_list_posts_its_row_buttons_to_its_own_admin(admin_client):
+    record = make_record()
+
+    tasks = admin_client.get(reverse("admin:tasks_admin_taskrecord_changelist")).content.decode()
+    letters = admin_client.get(reverse("admin:tasks_admin_deadletter_changelist")).content.decode()
+
+    assert f'formaction="{reverse("admin:tasks_admin_taskrecord_retry", args=[record.pk])}"' in tasks
+    assert f'formaction="{reverse("admin:tasks_admin_deadletter_retry", args=[record.pk])}"' in letters
+    assert "/deadletter/" not in tasks.split('id="result_list"')[1]
+
+
+def test_a_bulk_action_forged_by_a_view_only_user_is_forbidden(client):
+    user = User.objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_taskrecord"]))
+    client.force_login(user)
+    record = make_record()
+
+    response = client.post(
+        reverse("admin:tasks_admin_taskrecord_changelist"),
+        {"action": "retry_selected", "_selected_action": [record.pk], "index": 0},
+    )
+
+    assert response.status_code == 403
+    assert not TaskRecord.objects.filter(retry_of=record).exists()
+
+
+def test_orders_cannot_be_deleted_from_the_admin(admin_client):
+    order = place_order(
+        customer=Customer(name="Keep", email="keep@example.com", phone="+442079460000"),
+        shipping_address="1 Lane",
+        items=[(make_product().sku, 1)],
+        card_number=GOOD_CARD,
+    )
+
+    assert admin_client.get(reverse("admin:orders_order_delete", args=[order.pk])).status_code == 403
+    page = admin_client.get(reverse("admin:orders_order_changelist")).content.decode()
+    assert "delete_selected" not in page
+    assert Order.objects.filter(pk=order.pk).exists()
