@@ -27,7 +27,10 @@ def make_record(state: str = states.FAILURE, name: str = "tests.fakes.tasks.reco
 
 def test_a_fresh_web_process_filters_by_every_task_the_project_defines():
     """Each gunicorn worker is a fresh process: its task filter must not depend on what it happened to import."""
-    code = "import django, json; django.setup(); from tasks_admin.admin import shop_task_names; print(json.dumps(shop_task_names()))"
+    code = (
+        "import django, json; django.setup(); "
+        "from tasks_admin.admin import shop_task_names; print(json.dumps(shop_task_names()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     names = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"shop.tasks.send_low_stock_alert", "tasks_admin.tasks.cleanup_task_history"} <= set(names)
