@@ -41,9 +41,13 @@ ON_HOLD_REASON = "a problem on our side delays your order; our team is on it and
 
 
 def settle_step(order_id, step: str, state: str, *, error: str = "") -> bool:
-    """Record a step's outcome. One that succeeded stays succeeded: a late duplicate of its task
-    finding the order moved on does not undo it. Returns whether the row changed."""
+    """Record a step's outcome; return whether the row changed. One that succeeded stays
+    succeeded: a late duplicate of its task finding the order moved on does not undo it. A
+    failure is recorded only on a step still to do: one the order stopped (not run, with the
+    reason) stays so when the run staff terminated dies."""
     rows = WorkflowStep.objects.filter(order_id=order_id, name=step).exclude(state=State.SUCCESS)
+    if state == State.FAILURE:
+        rows = rows.filter(state=State.PENDING)
     return bool(rows.update(state=state, finished_at=timezone.now(), error=error))
 
 
