@@ -7,13 +7,15 @@ from celery import states
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from notifications.models import Notification
 from orders.checkout import Customer, place_order
 from orders.errors import CheckoutError, InsufficientStock, UnknownProduct
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from orders.payments import InvalidCard
 from shop.models import Product
+from tasks_admin.models import PLANNED, TaskRecord
 from tests.factories import GOOD_CARD, make_product
-from tests.support import WORKFLOW_STEPS
+from tests.support import WORKFLOW_STEPS, WORKFLOW_TASKS
 
 pytestmark = pytest.mark.django_db
 
@@ -224,7 +226,7 @@ def test_a_bad_card_number_is_refused_before_anything_is_reserved(card_number):
     assert_nothing_recorded()
 
 
-def test_place_order_creates_the_six_workflow_steps_in_order_with_distinct_task_ids():
+def test_place_order_creates_the_four_fulfilment_steps_in_order_with_distinct_task_ids():
     order = place([(make_product().sku, 1)])
 
     steps = list(WorkflowStep.objects.filter(order=order).order_by("position"))
@@ -234,7 +236,30 @@ def test_place_order_creates_the_six_workflow_steps_in_order_with_distinct_task_
     task_ids = [step.task_id for step in steps]
     assert all(task_ids)
     assert len(set(task_ids)) == len(WORKFLOW_STEPS)
-    assert {(step.state, step.attempts) for step in steps} == {(states.PENDING, 0)}
+    assert {(step.state, step.error, step.finished_at) for step in steps} == {(WorkflowStep.State.PENDING, "", None)}
+
+
+def test_place_order_records_the_charge_as_queued_and_the_rest_of_the_workflow_as_waiting():
+    order = place([(make_product().sku, 1)])
+
+    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.filter(order=order)}
+
+    assert sorted(records) == sorted(WORKFLOW_TASKS)
+    assert {name: r.state for name, r in records.items()} == {
+        name: states.PENDING if name == "charge_payment" else PLANNED for name in WORKFLOW_TASKS
+    }
+    # The steps' records are the runs their WorkflowStep rows name.
+    assert {step.name: step.task_id for step in order.steps.all()} == {
+        name: records[name].task_id for name in WORKFLOW_STEPS
+    }
+    assert {r.root_id for r in records.values()} == {records["charge_payment"].task_id}
+
+
+def test_place_order_tells_the_customer_nothing_yet():
+    # Messages follow the outcome: nothing is queued until the order is confirmed or stopped.
+    order = place([(make_product().sku, 1)])
+
+    assert not Notification.objects.filter(order=order).exists()
 
 
 def test_task_ids_are_not_shared_between_orders():
