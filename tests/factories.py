@@ -45,7 +45,6 @@ def order_payload(*items: tuple[Product, int], card_number: str = GOOD_CARD, cus
     }
 
 
-
 # The legal way to each order status (orders/lifecycle.py): the database refuses any other
 # change of Order.status, so a test reaches a status the way an order does.
 _PAID = [lifecycle.START_CHARGE, lifecycle.CAPTURE]
