@@ -3,6 +3,8 @@
 import itertools
 from decimal import Decimal
 
+from orders import lifecycle
+from orders.models import Order
 from shop.models import Category, Product
 
 _sequence = itertools.count(1)
@@ -41,3 +43,27 @@ def order_payload(*items: tuple[Product, int], card_number: str = GOOD_CARD, cus
         "items": [{"sku": product.sku, "quantity": quantity} for product, quantity in items],
         "card_number": card_number,
     }
+
+
+# The legal way to each order status (orders/lifecycle.py): the database refuses any other
+# change of Order.status, so a test reaches a status the way an order does.
+_PAID = [lifecycle.START_CHARGE, lifecycle.CAPTURE]
+PATHS = {
+    Order.Status.PENDING: [],
+    Order.Status.PROCESSING: [lifecycle.START_CHARGE],
+    Order.Status.PAID: _PAID,
+    Order.Status.CONFIRMED: [*_PAID, lifecycle.CONFIRM],
+    Order.Status.ON_HOLD: [*_PAID, lifecycle.HOLD],
+    Order.Status.CANCELLED: [lifecycle.CANCEL],
+    Order.Status.FAILED: [lifecycle.FAIL_PAYMENT],
+}
+
+
+def reach(order: Order, status: str) -> Order:
+    """Move a pending order to `status` through its state machine, status only (no stock,
+    payment or message effects: the services have those); return it refreshed."""
+    for transition in PATHS[status]:
+        assert lifecycle.move(order, transition), f"{order} could not {transition}"
+    order.refresh_from_db()
+    assert order.status == status
+    return order

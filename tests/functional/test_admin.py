@@ -1,15 +1,22 @@
 """The admin pages staff use to follow orders, products, messages and task results."""
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
 from notifications.models import Notification
+from orders import services
 from orders.checkout import Customer, place_order
-from orders.models import DemoGatewayCharge
+from orders.models import DemoGatewayCharge, Order, WorkflowStep
 from tests.factories import GOOD_CARD, make_product
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_gateway_latency(settings):
+    settings.PAYMENT_DEMO_LATENCY = 0
 
 
 @pytest.fixture
@@ -21,12 +28,12 @@ def order():
         items=[(product.sku, 2)],
         card_number=GOOD_CARD,
     )
-    assert order.notifications.filter(channel="sms").exists()  # queued at checkout
+    # Charged, shipped, counted and confirmed, as its workflow leaves it: its messages are queued.
+    for step in (services.charge_payment, services.create_shipment, services.record_sales, services.confirm_order):
+        step(str(order.pk))
+    assert order.notifications.filter(channel="sms").exists()
     step = order.steps.get(name="charge_payment")
     TaskResult.objects.create(task_id=step.task_id, task_name="orders.tasks.charge_payment", status="SUCCESS")
-    DemoGatewayCharge.objects.create(
-        idempotency_key=f"order:{order.pk}:charge", reference="ch_demo_1", card_token="demo_x", amount=order.total
-    )
     return order
 
 
@@ -82,3 +89,106 @@ def test_records_of_what_was_sent_and_charged_are_read_only(admin_client, order,
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"recipient": "someone-else@example.com"})
     assert response.status_code == 403
+
+
+def change_form_data(client, order) -> dict:
+    """What the order's change form posts back as it was rendered (the inlines are read-only)."""
+    context = client.get(reverse("admin:orders_order_change", args=[order.pk])).context
+    data = {name: value for name, value in context["adminform"].form.initial.items() if value is not None}
+    for inline in context["inline_admin_formsets"]:
+        formset = inline.formset
+        data |= {f"{formset.prefix}-{k}": v for k, v in formset.management_form.initial.items()}
+        for form in formset.forms:
+            data[f"{form.prefix}-id"] = form.instance.pk
+            data[f"{form.prefix}-order"] = order.pk
+    return data
+
+
+def test_orders_cannot_be_deleted_from_the_admin(admin_client, order):
+    # An order is money and stock: it is cancelled through its state machine, never deleted.
+    url = reverse("admin:orders_order_delete", args=[order.pk])
+
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    changelist = admin_client.get(reverse("admin:orders_order_changelist"))
+    assert changelist.status_code == 200 and "delete_selected" not in changelist.content.decode()
+    forged = admin_client.post(
+        reverse("admin:orders_order_changelist"),
+        {"action": "delete_selected", "_selected_action": [order.pk], "post": "yes"},
+    )
+    assert forged.status_code in (200, 302, 403)
+    assert Order.objects.filter(pk=order.pk).exists()
+
+
+def test_a_contact_edit_is_audited_with_its_old_and_new_value_and_the_status_is_not_editable(admin_client, order):
+    data = change_form_data(admin_client, order) | {"phone": "+442079460111", "status": "cancelled"}
+
+    response = admin_client.post(reverse("admin:orders_order_change", args=[order.pk]), data)
+
+    assert response.status_code == 302
+    order.refresh_from_db()
+    assert (order.phone, order.status) == ("+442079460111", Order.Status.CONFIRMED)
+    event = order.events.get()
+    assert (event.kind, event.actor, event.user.username) == ("contact_changed", "staff:admin", "admin")
+    assert event.changes == {"phone": ["+442079460999", "+442079460111"]}
+    page = admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "contact_changed" in page and "+442079460111" in page
+
+
+def test_saving_the_form_unchanged_audits_nothing(admin_client, order):
+    response = admin_client.post(
+        reverse("admin:orders_order_change", args=[order.pk]), change_form_data(admin_client, order)
+    )
+
+    assert response.status_code == 302
+    assert not order.events.exists()
+
+
+def held_order() -> Order:
+    product = make_product(stock=5)
+    order = place_order(
+        customer=Customer(name="On Hold", email="hold@example.com", phone="+442079460998"),
+        shipping_address="1 Admin Road",
+        items=[(product.sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    services.charge_payment(str(order.pk))
+    services.settle_step(order.pk, "create_shipment", WorkflowStep.State.FAILURE, error="RuntimeError: warehouse")
+    services.stop_after_failure(str(order.pk))
+    return order
+
+
+def test_staff_continue_an_order_on_hold_from_its_page(admin_client, admin_user, django_capture_on_commit_callbacks):
+    order = held_order()
+
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        response = admin_client.post(
+            reverse("admin:orders_order_continue", args=[order.pk]), {"reason": "warehouse is back"}, follow=True
+        )
+
+    assert response.status_code == 200
+    assert f"Continued the workflow of {order.number}" in response.content.decode()
+    order.refresh_from_db()
+    assert order.status == Order.Status.PAID
+    assert len(sent) == 1  # its unfinished steps, once committed
+    event = order.events.get(kind="resume")
+    assert (event.actor, event.user, event.note) == ("staff:admin", admin_user, "warehouse is back")
+
+
+def test_a_confirmed_order_cannot_be_continued_and_staff_are_told_why(admin_client, order):
+    response = admin_client.post(reverse("admin:orders_order_continue", args=[order.pk]), follow=True)
+
+    assert "cannot continue" in response.content.decode()
+    order.refresh_from_db()
+    assert order.status == Order.Status.CONFIRMED
+    assert not order.events.exists()
+
+
+def test_continuing_an_order_needs_its_permission(client, django_user_model):
+    order = held_order()
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_order"))
+    client.force_login(viewer)
+
+    assert client.post(reverse("admin:orders_order_continue", args=[order.pk])).status_code == 403
+    assert Order.objects.get(pk=order.pk).status == Order.Status.ON_HOLD

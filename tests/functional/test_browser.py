@@ -54,7 +54,8 @@ def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, 
     teas = make_category("Tea")
     product = make_product(name="Jasmine Pearls", price="8.40", stock=6, category=teas)
     make_product(name="Assam Breakfast", price="5.10", stock=3, category=teas)
-    # A slow SMS gateway holds the workflow open, so the order page must update itself.
+    # A slow SMS gateway holds the confirmation SMS (sent once the order is confirmed) back, so
+    # the order page must update itself to show it sent.
     sms_gateway.script(Reply(status=200, delay=2.0))
 
     page.goto(live_server.url)
@@ -81,14 +82,56 @@ def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, 
 
     expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
     status = page.get_by_test_id("order-status")
-    assert status.inner_text() != "Confirmed", "the workflow should still be running when the page loads"
+    messages = page.get_by_test_id("notifications")
+    assert "sms to +14155550100: sent" not in messages.inner_text(), "the SMS should still be on its way"
     page.evaluate("window.loadedOnce = true")  # gone if the page reloads
     expect(status).to_have_text("Confirmed", timeout=30_000)
-    assert page.evaluate("window.loadedOnce") is True
     expect(page.locator('[data-step="confirm_order"] .step-state')).to_have_text("SUCCESS")
-    expect(page.get_by_test_id("notifications")).to_contain_text("sms to +14155550100: sent")
+    expect(messages).to_contain_text("sms to +14155550100: sent", timeout=30_000)
+    expect(messages).to_contain_text("email to grace@example.com: sent")
+    assert page.evaluate("window.loadedOnce") is True
     page.screenshot(path=ARTIFACTS / "order-confirmed.png", full_page=True)
 
     order = Order.objects.get(email="grace@example.com")
     assert order.status == Order.Status.CONFIRMED and str(order.total) == "16.80"
     assert Product.objects.get(pk=product.pk).stock == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PRODUCT BUG: orders/static/orders/order_live.js knows only the old statuses: its LABELS lack "
+    "'paid' and 'on_hold' (the live page rewrites the server's 'on hold' as 'on_hold', 'Paid' as 'paid'), "
+    "and FINISHED lacks 'on_hold', so the page of an order waiting for staff polls every 0.5 s for ever",
+)
+def test_the_live_order_page_names_an_order_on_hold_as_the_server_does(
+    browser_page, live_server, monkeypatch, settings
+):
+    from playwright.sync_api import expect
+
+    from orders import services, workflow
+    from orders.checkout import Customer, place_order
+    from orders.models import WorkflowStep
+    from tests.factories import GOOD_CARD
+
+    monkeypatch.setattr(workflow, "publish", lambda order, canvas: True)  # no worker: the test runs the steps
+    settings.PAYMENT_DEMO_LATENCY = 0
+    order = place_order(
+        customer=Customer(name="Held", email="held@example.com", phone="+442079460997"),
+        shipping_address="1 Waiting Road",
+        items=[(make_product(stock=3).sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    services.charge_payment(str(order.pk))
+    services.settle_step(order.pk, "create_shipment", WorkflowStep.State.FAILURE, error="RuntimeError: warehouse")
+    services.stop_after_failure(str(order.pk))
+    polls = []
+    browser_page.on("request", lambda request: polls.append(request.url) if "/api/orders/" in request.url else None)
+
+    browser_page.goto(live_server.url + order.get_absolute_url())
+    status = browser_page.get_by_test_id("order-status")
+    expect(status).to_have_text("on hold")  # as the server renders it
+    browser_page.wait_for_timeout(3000)  # the page polls its status meanwhile
+
+    assert polls, "the page never polled its status"
+    assert status.inner_text() == "on hold"
+    assert len(polls) <= 2, f"an order waiting for staff was polled {len(polls)} times in 3 s"

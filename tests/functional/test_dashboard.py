@@ -17,7 +17,7 @@ from orders.models import Order
 from shop.celery import app as celery_app
 from tasks_admin import charts, metrics
 from tasks_admin.models import TaskRecord
-from tests.factories import GOOD_CARD, make_product
+from tests.factories import GOOD_CARD, make_product, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -211,9 +211,13 @@ def test_dead_letters_and_stuck_orders_are_counted_and_linked(admin_client, sett
             items=[(product.sku, 1)],
             card_number=GOOD_CARD,
         )
-        for n in range(2)
+        for n in range(3)
     ]
-    Order.objects.filter(pk=orders[0].pk).update(created_at=now - timedelta(minutes=30))
+    reach(orders[2], Order.Status.ON_HOLD)  # waits for staff, not for the workflow: not stuck
+    long_ago = now - timedelta(minutes=30)
+    for order in (orders[0], orders[2]):  # placed, last moved and last sent 30 minutes ago
+        Order.objects.filter(pk=order.pk).update(created_at=long_ago, updated_at=long_ago)
+        TaskRecord.objects.filter(order=order).update(sent_at=long_ago)
     settings.STUCK_WORKFLOW_MINUTES = 20
 
     page = get_page(admin_client)

@@ -45,7 +45,7 @@ def test_a_refused_retry_is_one_warning_line_naming_the_user_without_a_traceback
     viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
     viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_taskrecord", "view_deadletter"]))
     client.force_login(viewer)
-    url = reverse("admin:tasks_admin_task_retry", args=[task.pk])
+    url = reverse("admin:tasks_admin_taskrecord_retry", args=[task.pk])
 
     response = client.post(url, {"reason": "let me"})
 

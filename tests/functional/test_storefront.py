@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
+from orders import services
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from shop.models import Product
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_category, make_product
@@ -478,7 +479,7 @@ def test_successful_checkout_places_the_order_and_empties_the_cart(client, djang
     assert {line.sku: line.quantity for line in order.lines.all()} == {mug.sku: 2, plate.sku: 1}
     assert (stock_of(mug), stock_of(plate)) == (3, 3)
     assert Payment.objects.get(order=order).card_last4 == "4242"
-    assert order.steps.count() == 6
+    assert order.steps.count() == len(WORKFLOW_STEPS)
 
     cart = client.get(CART_URL)
     assert "Your cart is empty" in text(cart)
@@ -586,7 +587,35 @@ def test_order_page_shows_number_status_steps_and_items(client):
     assert row and row.groups() == (product.sku, "12.50", "2")
     assert "€25.00" in text(response)
     assert "1 Test Street<br>London" in page
+    # Nothing is said to the customer until the outcome is known.
+    assert re.search(r'data-testid="notifications">\s*<li class="muted">None yet.</li>\s*</ul>', page)
+
+
+def test_order_page_of_a_confirmed_order_lists_its_messages(client, settings):
+    settings.PAYMENT_DEMO_LATENCY = 0
+    order = place_order_via_checkout(client, (make_product(stock=5), 1))
+    for step in (services.charge_payment, services.create_shipment, services.record_sales, services.confirm_order):
+        step(str(order.pk))
+
+    response = client.get(f"/orders/{order.pk}/")
+
+    assert re.search(r'data-testid="order-status">Confirmed</span>', response.content.decode())
     assert re.search(r"email to \S+: pending.*sms to \S+: pending", text(response))  # queued, not sent yet
+    assert text(response).count("SUCCESS") == len(WORKFLOW_STEPS)
+
+
+def test_order_page_of_an_order_on_hold_tells_the_customer_it_is_delayed_not_why(client, settings):
+    settings.PAYMENT_DEMO_LATENCY = 0
+    order = place_order_via_checkout(client, (make_product(stock=5), 1))
+    services.charge_payment(str(order.pk))
+    services.settle_step(order.pk, "create_shipment", "FAILURE", error="RuntimeError: warehouse DB password wrong")
+    services.stop_after_failure(str(order.pk))
+
+    response = client.get(f"/orders/{order.pk}/")
+
+    assert re.search(r'data-testid="order-status">on hold</span>', response.content.decode())
+    assert "A problem on our side delays your order" in text(response)
+    assert "warehouse DB password" not in text(response) and "RuntimeError" not in text(response)
 
 
 def test_order_page_escapes_html_from_products_and_customers(client):

@@ -39,7 +39,10 @@ def viewer(client) -> Client:
 
 def post_actions(client: Client, record: TaskRecord) -> dict[str, int]:
     return {
-        action: client.post(reverse(f"admin:tasks_admin_task_{action}", args=[record.pk]), {"reason": "x"}).status_code
+        f"{admin_name}:{action}": client.post(
+            reverse(f"admin:tasks_admin_{admin_name}_{action}", args=[record.pk]), {"reason": "x"}
+        ).status_code
+        for admin_name in ("taskrecord", "deadletter")
         for action in ("retry", "revoke", "terminate", "resolve")
     }
 
@@ -54,7 +57,7 @@ def test_view_only_staff_sees_history_but_every_action_is_forbidden(viewer):
     assert "retry_selected" not in html and "revoke_selected" not in html
 
     detail = viewer.get(reverse("admin:tasks_admin_taskrecord_change", args=[failed.pk]))
-    assert detail.status_code == 200 and "Retry with the same arguments" not in detail.content.decode()
+    assert detail.status_code == 200 and "Send the task again" not in detail.content.decode()
     for record in (failed, queued, running):
         assert set(post_actions(viewer, record).values()) == {403}
     assert not TaskAction.objects.exists()
@@ -74,15 +77,15 @@ def test_each_action_needs_its_own_permission(client):
 
     html = client.get(reverse(CHANGELIST)).content.decode()
     assert "task-retry" in html and "task-terminate" not in html
-    assert client.post(reverse("admin:tasks_admin_task_terminate", args=[running.pk])).status_code == 403
-    assert client.post(reverse("admin:tasks_admin_task_revoke", args=[running.pk])).status_code == 403
+    assert client.post(reverse("admin:tasks_admin_taskrecord_terminate", args=[running.pk])).status_code == 403
+    assert client.post(reverse("admin:tasks_admin_taskrecord_revoke", args=[running.pk])).status_code == 403
 
 
 def test_action_views_take_post_only_with_a_csrf_token(admin_user):
     record = make_record()
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
-    url = reverse("admin:tasks_admin_task_retry", args=[record.pk])
+    url = reverse("admin:tasks_admin_taskrecord_retry", args=[record.pk])
 
     assert client.get(url).status_code == 405
     assert client.post(url, {"reason": "no token"}).status_code == 403
@@ -91,9 +94,41 @@ def test_action_views_take_post_only_with_a_csrf_token(admin_user):
 
 def test_refused_actions_explain_why(admin_client):
     succeeded = make_record(states.SUCCESS)
-    response = admin_client.post(reverse("admin:tasks_admin_task_retry", args=[succeeded.pk]), follow=True)
-    assert "Only failed or revoked tasks can be retried" in response.content.decode()
+    response = admin_client.post(reverse("admin:tasks_admin_taskrecord_retry", args=[succeeded.pk]), follow=True)
+    assert "Retry is not possible for this task now (it is succeeded)." in response.content.decode()
     assert not TaskAction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("changelist", "action", "held"),
+    [
+        (CHANGELIST, "retry_selected", "revoke_task"),
+        (CHANGELIST, "terminate_selected", "retry_task"),
+        ("admin:tasks_admin_deadletter_changelist", "requeue_selected", "resolve_deadletter"),
+        ("admin:tasks_admin_deadletter_changelist", "resolve_selected", "retry_task"),
+    ],
+)
+def test_a_forged_bulk_action_the_user_may_not_run_is_forbidden(client, changelist, action, held):
+    client.force_login(staff_user("half", "view_taskrecord", "view_deadletter", held))
+    failed, running = make_record(states.FAILURE), make_record(states.STARTED)
+
+    response = client.post(
+        reverse(changelist), {"action": action, "_selected_action": [failed.pk, running.pk], "reason": "forged"}
+    )
+
+    assert response.status_code == 403
+    assert not TaskAction.objects.exists()
+    assert TaskRecord.objects.get(pk=failed.pk).resolved_at is None
+
+
+def test_each_list_posts_its_row_actions_to_its_own_admin(admin_client):
+    failed = make_record(states.FAILURE)
+
+    tasks = admin_client.get(reverse(CHANGELIST)).content.decode()
+    dead_letters = admin_client.get(reverse("admin:tasks_admin_deadletter_changelist")).content.decode()
+
+    assert reverse("admin:tasks_admin_taskrecord_retry", args=[failed.pk]) in tasks
+    assert reverse("admin:tasks_admin_deadletter_retry", args=[failed.pk]) in dead_letters
 
 
 def test_continue_workflow_needs_its_permission(client):

@@ -1,4 +1,5 @@
 """Whoever can write to the broker cannot run code in a worker: only JSON messages are accepted.
+And what the shop writes on a parcel (the shipment reference) says nothing about the order.
 
 A pickle (or YAML) task message is code execution the moment it is deserialized. These tests
 push such messages straight into the real broker, for a task the real worker has registered,
@@ -6,8 +7,10 @@ and check that the worker refuses the content without deserializing it: the payl
 file never appears, the task never runs, and the worker's log says why.
 """
 
+import base64
 import os
 import pickle
+import re
 import uuid
 from pathlib import Path
 
@@ -141,3 +144,58 @@ def test_a_message_in_another_format_than_json_is_refused_unread(
     assert not TaskRecord.objects.filter(task_id=task_id, state__in=[states.STARTED, states.SUCCESS]).exists()
     assert not TaskRecord.objects.filter(task_id=task_id, started_at__isnull=False).exists()
     assert not TaskResult.objects.filter(task_id=task_id).exists()
+
+
+# Shipment references travel to the warehouse and the carrier, and end up on parcels: none may
+# lead back to the order (whose id is the key to its page and API).
+
+
+def encodings_of(order_id: uuid.UUID, number: str) -> list[str]:
+    """Every usual way of writing the order's id (or number) down."""
+    raw = order_id.bytes
+    encoded = [
+        str(order_id),
+        order_id.hex,
+        str(order_id.int),
+        number,
+        number.replace("-", ""),
+        raw.hex(),
+        base64.b16encode(raw).decode(),
+        base64.b32encode(raw).decode(),
+        base64.b32hexencode(raw).decode(),
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+        base64.b85encode(raw).decode(),
+        base64.b64encode(str(order_id).encode()).decode(),
+        base64.b32encode(str(order_id).encode()).decode(),
+    ]
+    return [text.rstrip("=").lower() for text in encoded]
+
+
+@pytest.mark.django_db
+def test_shipment_references_encode_nothing_of_the_order(settings) -> None:
+    from orders import services
+    from orders.checkout import Customer, place_order
+    from tests.factories import GOOD_CARD, make_product
+
+    settings.PAYMENT_DEMO_LATENCY = 0
+    product = make_product(stock=100)
+    references = {}
+    for n in range(40):
+        order = place_order(
+            customer=Customer(name=f"Parcel {n}", email=f"parcel{n}@example.com", phone="+442079460000"),
+            shipping_address="1 Depot Road",
+            items=[(product.sku, 1)],
+            card_number=GOOD_CARD,
+        )
+        services.charge_payment(str(order.pk))
+        references[services.create_shipment(str(order.pk))] = order
+
+    assert len(references) == 40  # one each, and no two alike
+    for reference, order in references.items():
+        assert re.fullmatch(r"SH-[0-9A-F]{12}", reference), reference
+        body = reference.removeprefix("SH-").lower()
+        windows = {body[i : i + 8] for i in range(len(body) - 7)}  # a part of the id is a leak too
+        for encoding in encodings_of(order.pk, order.number):
+            assert encoding not in reference.lower(), (reference, encoding)
+            assert not any(window in encoding for window in windows), (reference, encoding)

@@ -7,13 +7,16 @@ from celery import states
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from notifications.models import Notification
+from orders import workflow
 from orders.checkout import Customer, place_order
 from orders.errors import CheckoutError, InsufficientStock, UnknownProduct
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from orders.payments import InvalidCard
 from shop.models import Product
+from tasks_admin.models import PLANNED, TaskRecord
 from tests.factories import GOOD_CARD, make_product
-from tests.support import WORKFLOW_STEPS
+from tests.support import WORKFLOW_STEPS, WORKFLOW_TASKS
 
 pytestmark = pytest.mark.django_db
 
@@ -224,7 +227,7 @@ def test_a_bad_card_number_is_refused_before_anything_is_reserved(card_number):
     assert_nothing_recorded()
 
 
-def test_place_order_creates_the_six_workflow_steps_in_order_with_distinct_task_ids():
+def test_place_order_creates_the_four_fulfilment_steps_in_order_with_distinct_task_ids():
     order = place([(make_product().sku, 1)])
 
     steps = list(WorkflowStep.objects.filter(order=order).order_by("position"))
@@ -234,7 +237,30 @@ def test_place_order_creates_the_six_workflow_steps_in_order_with_distinct_task_
     task_ids = [step.task_id for step in steps]
     assert all(task_ids)
     assert len(set(task_ids)) == len(WORKFLOW_STEPS)
-    assert {(step.state, step.attempts) for step in steps} == {(states.PENDING, 0)}
+    assert {(step.state, step.error, step.finished_at) for step in steps} == {(WorkflowStep.State.PENDING, "", None)}
+
+
+def test_place_order_records_the_charge_as_queued_and_the_rest_of_the_workflow_as_waiting():
+    order = place([(make_product().sku, 1)])
+
+    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.filter(order=order)}
+
+    assert sorted(records) == sorted(WORKFLOW_TASKS)
+    assert {name: r.state for name, r in records.items()} == {
+        name: states.PENDING if name == "charge_payment" else PLANNED for name in WORKFLOW_TASKS
+    }
+    # The steps' records are the runs their WorkflowStep rows name.
+    assert {step.name: step.task_id for step in order.steps.all()} == {
+        name: records[name].task_id for name in WORKFLOW_STEPS
+    }
+    assert {r.root_id for r in records.values()} == {records["charge_payment"].task_id}
+
+
+def test_place_order_tells_the_customer_nothing_yet():
+    # Messages follow the outcome: nothing is queued until the order is confirmed or stopped.
+    order = place([(make_product().sku, 1)])
+
+    assert not Notification.objects.filter(order=order).exists()
 
 
 def test_task_ids_are_not_shared_between_orders():
@@ -273,3 +299,26 @@ def test_an_order_too_large_for_the_books_is_refused_and_nothing_is_reserved():
 
     assert stock_of(*products) == [200, 200]
     assert_nothing_recorded()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PRODUCT BUG (suspected): tasks_admin.history.forget_planned deletes only records in state PENDING; "
+    "since the charge alone is recorded PENDING and the other five tasks PLANNED, a checkout whose workflow "
+    "could not be sent keeps five 'waiting' tasks in the history whose workflow (and its root, the charge) "
+    "was never sent, contrary to its docstring ('Remove the records of planned tasks that could not be sent')",
+)
+def test_a_workflow_the_broker_could_not_take_leaves_no_task_in_the_history(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(workflow, "publish", lambda order, canvas: False)  # the broker is down
+    mug = make_product(stock=5)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        order = place([(mug.sku, 1)])
+
+    # The order is kept (the recovery job sends its workflow later) and its stock reserved...
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING
+    assert stock_of(mug) == [4]
+    # ...but nothing of a workflow that was never sent shows in the task console.
+    assert list(TaskRecord.objects.filter(order=order).values_list("task_name", "state")) == []
