@@ -125,7 +125,11 @@ def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, r
         notification = services.reopen_confirmation(order.pk, channel)
         task_id = task_console.send_again(record, user=user, reason=reason)
         return Outcome(f"Sending the {channel} to {notification.recipient} again (task {task_id}).", task_id)
-    services.cancel_confirmation(order.pk, channel, force=action == Action.TERMINATE)
+    if not services.cancel_confirmation(order.pk, channel, force=action == Action.TERMINATE):
+        status = order.notifications.get(channel=channel).get_status_display()
+        raise task_console.ActionRefused(
+            f"The {channel} for order {order.number} is {status} already: nothing to stop."
+        )
     done = f"The {channel} for order {order.number} will not be sent."
     task_console.revoke(record, user=user, reason=reason, terminate=action == Action.TERMINATE, message=done)
     return Outcome(done)

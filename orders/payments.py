@@ -44,6 +44,9 @@ class PaymentGateway(Protocol):
     def charge(self, *, token: str, amount: Decimal, idempotency_key: str) -> str:
         """Charge the card once per idempotency key; return the gateway's reference."""
 
+    def find_charge(self, *, idempotency_key: str) -> str | None:
+        """The reference of the charge made under this key, if one was (its reply may have been lost)."""
+
 
 def normalize_card_number(card_number: str) -> str:
     digits = "".join(ch for ch in card_number if ch not in " -")
@@ -96,6 +99,13 @@ class DemoGateway:
                 ],
             )
             return cursor.fetchone()[0]
+
+    def find_charge(self, *, idempotency_key: str) -> str | None:
+        return (
+            DemoGatewayCharge.objects.filter(idempotency_key=idempotency_key)
+            .values_list("reference", flat=True)
+            .first()
+        )
 
 
 def get_gateway() -> PaymentGateway:

@@ -63,6 +63,9 @@ def order_status(order: Order) -> dict:
         "id": str(order.pk),
         "number": order.number,
         "status": order.status,
+        "status_label": order.get_status_display(),
+        "final": order.is_finished,  # nothing more happens unless staff act
+        "moving": order.status in Order.ACTIVE_STATUSES,  # the workflow moves it on by itself
         "total": str(order.total),
         "failure_reason": order.failure_reason,
         "created_at": order.created_at.isoformat(),

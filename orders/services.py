@@ -67,7 +67,13 @@ def charge_payment(order_id: str) -> str:
     except PaymentDeclined as exc:
         with transaction.atomic():
             Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.DECLINED, error=str(exc))
-            _stop(order_id, lifecycle.DECLINE, reason="your payment was declined.", failing=workflow.CHARGE)
+            _stop(
+                order_id,
+                lifecycle.DECLINE,
+                reason="your payment was declined.",
+                actor=f"workflow:{workflow.CHARGE}",
+                failing=workflow.CHARGE,
+            )
         raise
     with transaction.atomic():
         Payment.objects.filter(pk=payment.pk).update(
@@ -144,10 +150,28 @@ def stop_after_failure(order_id: str) -> str:
         actor = f"workflow:{failed.name}"
         if order.status == Status.PAID:
             _hold(order, actor=actor, note=f"{failed.name} failed: {failed.error}")
+        elif _charged_after_all(order):
+            _hold(order, actor=actor, note="the charge went through, but its reply was lost")
         else:
             _stop(order, lifecycle.FAIL_PAYMENT, reason="we could not take the payment.", actor=actor)
         logger.warning("Order %s %s: %s failed: %s", order.number, order.status, failed.name, failed.error)
     return order.status
+
+
+def _charged_after_all(order: Order) -> bool:
+    """Whether a charge that failed for good went through at the gateway all the same (it took the
+    money, then every reply was lost): then the order is paid, and is held for staff rather than
+    failed with a customer told "not charged". Asked of the gateway by the charge's key."""
+    payment = order.payment
+    reference = get_gateway().find_charge(idempotency_key=payment.idempotency_key)
+    if reference is None:
+        return False
+    Payment.objects.filter(pk=payment.pk).update(
+        status=Payment.Status.CAPTURED, gateway_reference=reference, captured_at=timezone.now(), error=""
+    )
+    lifecycle.require(order, lifecycle.CAPTURE)
+    settle_step(order.pk, workflow.CHARGE, State.SUCCESS)
+    return True
 
 
 # What staff and periodic jobs may do to an order

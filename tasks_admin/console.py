@@ -52,7 +52,7 @@ class TaskOwner:
     """Celery's own meaning of each action; subclass it to give an app's tasks theirs."""
 
     def offers(self, record: TaskRecord) -> list[Offer]:
-        if record.state in RETRYABLE_STATES:
+        if record.state in RETRYABLE_STATES and not record.resolved_at:  # not retried (or resolved) already
             return [Offer(Action.RETRY, "Retry", "Send the task again with the same arguments, under a new id")]
         if record.state in REVOCABLE_STATES:
             return [Offer(Action.REVOKE, "Revoke", "Tell the workers not to run it")]

@@ -97,12 +97,6 @@ def test_browse_add_to_cart_check_out_and_watch_the_order_confirm(browser_page, 
     assert Product.objects.get(pk=product.pk).stock == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG: orders/static/orders/order_live.js knows only the old statuses: its LABELS lack "
-    "'paid' and 'on_hold' (the live page rewrites the server's 'on hold' as 'on_hold', 'Paid' as 'paid'), "
-    "and FINISHED lacks 'on_hold', so the page of an order waiting for staff polls every 0.5 s for ever",
-)
 def test_the_live_order_page_names_an_order_on_hold_as_the_server_does(
     browser_page, live_server, monkeypatch, settings
 ):

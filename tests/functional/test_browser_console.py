@@ -43,20 +43,21 @@ def test_find_a_failed_task_retry_it_and_see_the_new_run_succeed(browser_page, l
     page.screenshot(path=ARTIFACTS / "console-search.png", full_page=True)
     row.get_by_role("button", name="Retry").click()
 
-    # Back on the failed run's page: it says what was done and links to the new run.
+    # On the new run's page: it says what was done and links back to the failed run.
     expect(page.get_by_text("Sent tests.fakes.tasks.record_arguments again")).to_be_visible()
-    retried_as = page.get_by_test_id("retried-as")
+    expect(page.get_by_test_id("retry-of")).to_have_text(result.id)
+    state = page.get_by_test_id("task-state")
     for _ in range(50):  # the page shows the state when loaded: reload until the new run finished
-        if "succeeded" in retried_as.inner_text():
+        if state.inner_text() == "succeeded":
             break
         page.wait_for_timeout(200)
         page.reload()
-    expect(retried_as).to_contain_text("succeeded")
+    expect(state).to_have_text("succeeded")
     page.screenshot(path=ARTIFACTS / "console-retried.png", full_page=True)
 
-    retried_as.get_by_role("link").click()
-    expect(page.get_by_test_id("retry-of")).to_have_text(result.id)
-    expect(page.get_by_test_id("task-state")).to_have_text("succeeded")
+    page.get_by_test_id("retry-of").click()
+    expect(page.get_by_test_id("retried-as")).to_contain_text("succeeded")
+    expect(page.get_by_test_id("task-state")).to_have_text("failed")
 
 
 def test_the_order_page_draws_the_workflow_with_each_steps_state(browser_page, live_server, worker, sms_gateway):  # noqa: F811

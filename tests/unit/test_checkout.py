@@ -301,13 +301,6 @@ def test_an_order_too_large_for_the_books_is_refused_and_nothing_is_reserved():
     assert_nothing_recorded()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG (suspected): tasks_admin.history.forget_planned deletes only records in state PENDING; "
-    "since the charge alone is recorded PENDING and the other five tasks PLANNED, a checkout whose workflow "
-    "could not be sent keeps five 'waiting' tasks in the history whose workflow (and its root, the charge) "
-    "was never sent, contrary to its docstring ('Remove the records of planned tasks that could not be sent')",
-)
 def test_a_workflow_the_broker_could_not_take_leaves_no_task_in_the_history(
     monkeypatch, django_capture_on_commit_callbacks
 ):

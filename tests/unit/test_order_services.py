@@ -348,6 +348,29 @@ def test_a_refused_confirmation_sms_leaves_the_confirmed_order_confirmed_and_its
 # stop_after_failure: the error callback of the fulfilment steps
 
 
+def test_a_charge_whose_replies_were_all_lost_but_went_through_holds_the_paid_order_not_fails_it(
+    deliveries, django_capture_on_commit_callbacks
+):
+    """The gateway took the money and every reply timed out: the customer must not be told "not
+    charged" and have their stock released; the order is paid, and staff continue it."""
+    product = make_product(stock=5)
+    order = reach(place((product, 2)), Status.PROCESSING)
+    payment = order.payment
+    reference = DemoGateway().charge(
+        token=payment.card_token, amount=payment.amount, idempotency_key=payment.idempotency_key
+    )
+    fail_step(order, "charge_payment", "TransientProviderError: gateway timeout")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.stop_after_failure(str(order.pk)) == Status.ON_HOLD
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.gateway_reference) == (Payment.Status.CAPTURED, reference)
+    assert step_states(order)["charge_payment"] == State.SUCCESS
+    assert stock_of(product) == 3  # kept: the order is paid
+    assert deliveries == []  # nothing told that the confirmation would contradict
+
+
 @pytest.mark.parametrize("status", [Status.PENDING, Status.PROCESSING])
 def test_a_charge_that_failed_for_good_fails_the_order_releases_its_stock_and_tells_the_customer_once(
     status, deliveries, django_capture_on_commit_callbacks

@@ -3,12 +3,13 @@
   "use strict";
   const root = document.getElementById("order");
   if (!root) return;  // polled once even when finished: its last step records may be on their way
-  const FINISHED = ["confirmed", "failed", "cancelled"];
-  const LABELS = { pending: "Pending", processing: "Processing", confirmed: "Confirmed", failed: "Failed", cancelled: "Cancelled" };
+  // How often to look again: while the workflow moves, while staff are to act (on hold), and after
+  // the order is final (a last message may still be on its way).
+  const MOVING = 500, WAITING_FOR_STAFF = 15000, FINAL = 1000;
 
   function render(order) {
     const status = root.querySelector("[data-testid=order-status]");
-    status.textContent = LABELS[order.status] || order.status;
+    status.textContent = order.status_label;
     status.className = "status status-" + order.status;
     const reason = root.querySelector("[data-testid=failure-reason]");
     reason.textContent = order.failure_reason ? order.failure_reason.charAt(0).toUpperCase() + order.failure_reason.slice(1) : "";
@@ -32,7 +33,7 @@
       li.textContent = "None yet.";
       list.append(li);
     }
-    return FINISHED.includes(order.status);
+    return order.final;
   }
 
   // Steps are recorded in the worker's next batch, a moment after the order moves on.
@@ -52,8 +53,7 @@
         const order = await response.json();
         const finished = render(order);
         if (finished && settled(order)) return;
-        // After the order has finished, only a last message or step record may still be on its way.
-        delay = finished ? 1000 : 500;
+        delay = finished ? FINAL : order.moving ? MOVING : WAITING_FOR_STAFF;
       }
     } catch (error) {
       delay = Math.min(delay * 2, 10000);  // back off while the server is unreachable
