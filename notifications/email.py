@@ -7,7 +7,7 @@ from email.utils import parseaddr
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 
-from shop.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.errors import PermanentProviderError, TransientProviderError
 
 
 def message_id_for(idempotency_key: str) -> str:

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from shop.errors import PermanentProviderError, TransientProviderError
-from shop.sql import db_value
+from tasks_admin.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.sql import db_value
 
 from .email import send_email as send_with_django_mail
 from .models import Notification

@@ -11,7 +11,7 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from shop.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.errors import PermanentProviderError, TransientProviderError
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
-from shop.errors import PermanentProviderError
-from shop.sql import db_value
+from tasks_admin.errors import PermanentProviderError
+from tasks_admin.sql import db_value
 
 from .models import DemoGatewayCharge
 

@@ -10,7 +10,7 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from shop.models import Product
-from shop.sql import db_value
+from tasks_admin.sql import db_value
 
 from .errors import InsufficientStock
 from .models import Order, OrderLine

@@ -64,7 +64,7 @@ def handle_order_failure(self, order_id: str) -> str:
         return "no step failed"
 
 
-# Periodic jobs (schedules: tasks_admin/periodic.py). The batch jobs get more time than a
+# Periodic jobs (default schedules: orders/schedules.py). The batch jobs get more time than a
 # workflow step; what a run leaves undone, its retry (a soft time limit is transient) or
 # the next run picks up, since each order is handled in its own transaction.
 

@@ -42,7 +42,7 @@ TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)
 # The wait before a task whose pool process died is run again (counts as one retry).
 TASK_WORKER_LOST_RETRY_DELAY = env_float("TASK_WORKER_LOST_RETRY_DELAY", 10.0)
 
-# Periodic jobs (schedules: tasks_admin/periodic.py). Unpaid orders older than
+# Periodic jobs (default schedules: each app's schedules.py). Unpaid orders older than
 # STALE_ORDER_MINUTES are cancelled and their stock released; active orders whose
 # workflow has not moved for STUCK_WORKFLOW_MINUTES are sent again; staff get one
 # e-mail a day per set of active products with LOW_STOCK_THRESHOLD units or fewer.

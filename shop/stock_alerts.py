@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from notifications import services as notifications
-from shop.errors import PermanentProviderError
+from tasks_admin.errors import PermanentProviderError
 
 from .models import Product
 

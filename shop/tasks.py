@@ -1,4 +1,4 @@
-"""The catalog's periodic jobs (schedules: tasks_admin/periodic.py)."""
+"""The catalog's periodic jobs (default schedules: shop/schedules.py)."""
 
 from celery import shared_task
 

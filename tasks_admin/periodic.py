@@ -1,14 +1,18 @@
-"""The shop's periodic jobs and their default schedules, and what the admin previews of them.
+"""Default schedules of periodic jobs, and what the admin previews of them.
 
-Schedules live in django-celery-beat's tables, where staff change them in the admin.
-`python manage.py setup_periodic_tasks` installs the defaults below that are missing
-(by name) and leaves every existing one exactly as it is.
+Schedules live in django-celery-beat's tables, where staff change them in the admin. Each app
+declares the defaults of its own jobs in a `schedules.py` module (`SCHEDULES`, a tuple of
+DefaultSchedule); `python manage.py setup_periodic_tasks` installs those that are missing (by
+name) and leaves every existing one exactly as it is.
 """
 
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import import_module
+from importlib.util import find_spec
 
+from django.apps import apps
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -23,48 +27,36 @@ class DefaultSchedule:
     description: str = ""
 
 
-def _every(number: int, period: str) -> IntervalSchedule:
+def every(number: int, period: str) -> IntervalSchedule:
+    """An interval schedule, e.g. every(5, IntervalSchedule.MINUTES)."""
     return IntervalSchedule(every=number, period=period)
 
 
-def _daily_at(hour: int, minute: int) -> CrontabSchedule:
+def daily_at(hour: int, minute: int) -> CrontabSchedule:
+    """A crontab schedule once a day, at hour:minute UTC."""
     return CrontabSchedule(
         minute=str(minute), hour=str(hour), day_of_month="*", month_of_year="*", day_of_week="*", timezone="UTC"
     )
 
 
-DEFAULTS = (
-    DefaultSchedule(
-        "Cancel stale orders",
-        "orders.tasks.cancel_stale_orders",
-        _every(5, IntervalSchedule.MINUTES),
-        description="Cancel orders left unpaid past STALE_ORDER_MINUTES and release their stock.",
-    ),
-    DefaultSchedule(
-        "Recover stuck workflows",
-        "orders.tasks.recover_stuck_workflows",
-        _every(2, IntervalSchedule.MINUTES),
-        description="Send again order workflows that have not moved for STUCK_WORKFLOW_MINUTES.",
-    ),
-    DefaultSchedule(
-        "Low stock alert",
-        "shop.tasks.send_low_stock_alert",
-        _every(1, IntervalSchedule.HOURS),
-        description="E-mail staff the products with LOW_STOCK_THRESHOLD units or fewer, once a day per set.",
-    ),
-    DefaultSchedule(
-        "Daily sales report",
-        "orders.tasks.build_daily_sales_report",
-        _daily_at(0, 15),
-        description="Add up yesterday's confirmed orders (UTC) into a sales report.",
-    ),
+SCHEDULES = (
     DefaultSchedule(
         "Clean up task history",
         "tasks_admin.tasks.cleanup_task_history",
-        _daily_at(3, 30),
+        daily_at(3, 30),
         description="Delete task results and history older than TASK_HISTORY_DAYS, in batches.",
     ),
 )
+
+
+def defaults() -> list[DefaultSchedule]:
+    """The default schedules every installed app declares in its `schedules` module (this one's too)."""
+    found = list(SCHEDULES)
+    for config in apps.get_app_configs():
+        module = f"{config.name}.schedules"
+        if config.name != __package__ and find_spec(module) is not None:
+            found.extend(import_module(module).SCHEDULES)
+    return found
 
 
 SCHEDULE_FIELDS = {IntervalSchedule: "interval", CrontabSchedule: "crontab"}
@@ -73,7 +65,7 @@ SCHEDULE_FIELDS = {IntervalSchedule: "interval", CrontabSchedule: "crontab"}
 def install_default_schedules() -> list[tuple[str, bool]]:
     """Create the default periodic tasks that do not exist yet; return (name, created) for each."""
     outcome = []
-    for default in DEFAULTS:
+    for default in defaults():
         created = False
         if not PeriodicTask.objects.filter(name=default.name).exists():
             try:

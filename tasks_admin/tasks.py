@@ -1,4 +1,4 @@
-"""The task console's periodic jobs (schedules: tasks_admin/periodic.py)."""
+"""The task console's periodic jobs (default schedules: tasks_admin/periodic.py)."""
 
 from celery import shared_task
 

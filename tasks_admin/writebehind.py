@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Model
 
-from shop.sql import db_value
+from tasks_admin.sql import db_value
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from notifications.models import Notification
 from orders import lifecycle, maintenance, services
 from orders.checkout import Customer, place_order
 from orders.models import Order, OrderEvent, WorkflowStep
-from shop.errors import TransientProviderError
 from shop.models import Product
+from tasks_admin.errors import TransientProviderError
 from tasks_admin.models import SKIPPED, TaskRecord
 from tests.factories import GOOD_CARD, make_product, reach
 from tests.support import WORKFLOW_STEPS

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from notifications import email, services
 from notifications.models import Notification
-from shop.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.errors import PermanentProviderError, TransientProviderError
 from tests.fakes.sms_gateway import FakeSmsGateway, Reply
 
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"

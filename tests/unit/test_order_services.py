@@ -16,8 +16,8 @@ from orders.checkout import Customer, place_order
 from orders.errors import InsufficientStock, NoFailedStep, OrderActionRefused, StepNotAllowed
 from orders.models import DemoGatewayCharge, Order, OrderEvent, Payment, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
-from shop.errors import PermanentProviderError
 from shop.models import Product
+from tasks_admin.errors import PermanentProviderError
 from tasks_admin.models import PLANNED, SKIPPED, TaskRecord
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, reach
 from tests.fakes.sms_gateway import FakeSmsGateway

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from notifications.sms import FileSmsProvider, HttpSmsProvider, get_sms_provider
-from shop.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.errors import PermanentProviderError, TransientProviderError
 from tests.fakes.sms_gateway import FakeSmsGateway, Reply
 
 

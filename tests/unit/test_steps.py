@@ -9,8 +9,8 @@ from orders import services, tasks
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
-from shop.errors import TransientProviderError
 from tasks_admin.base import retry_countdown
+from tasks_admin.errors import TransientProviderError
 from tasks_admin.models import TaskRecord
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, reach
 from tests.fakes.sms_gateway import FakeSmsGateway
