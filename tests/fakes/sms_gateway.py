@@ -2,8 +2,9 @@
 
 Like a real gateway it honours Idempotency-Key: a key it already delivered is answered
 200 with the first message id and is not delivered again (recorded with `repeat=True`).
-Besides `script()`, it can be put in a mode — random 5xx, slow replies, rate limiting —
-and refuse given numbers, for the failure-injection suite.
+Besides `script()`, it can hold a request until the test releases it (`hold_next()`), be put
+in a mode — random 5xx, slow replies, rate limiting — and refuse given numbers, for the
+failure-injection suite.
 """
 
 import json
@@ -12,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .hold import Hold
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    hold: Hold | None = None  # answered (and recorded) only once the test releases it
 
 
 class FakeSmsGateway:
@@ -71,9 +75,12 @@ class FakeSmsGateway:
                     status=200,
                 )
                 reply, recorded = gateway._answer(request)
+                if reply.hold:
+                    reply.hold.arrive(request.to)
+                    reply.hold.released.wait()
                 if reply.delay:
                     time.sleep(reply.delay)
-                if not recorded:  # scripted: recorded once its delay is over, as it always was
+                if not recorded:  # scripted: recorded once its delay or hold is over
                     with gateway._lock:
                         gateway._record_locked(request, reply)
                 message_id = request.message_id
@@ -109,6 +116,14 @@ class FakeSmsGateway:
         """The next requests get these replies, in order; then 200s again."""
         with self._lock:
             self._script = [r if isinstance(r, Reply) else Reply(status=r) for r in replies]
+
+    def hold_next(self) -> Hold:
+        """Hold the next request (after any scripted replies) until the test releases it; it is
+        delivered when released, whether or not its client is still waiting for the answer."""
+        hold = Hold()
+        with self._lock:
+            self._script.append(Reply(hold=hold))
+        return hold
 
     def reset(self) -> None:
         with self._lock:
