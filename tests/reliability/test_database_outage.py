@@ -158,5 +158,6 @@ def test_orders_complete_after_postgresql_is_unreachable_for_10_seconds(make_sta
     assert len(retries) >= 5, f"only {len(retries)} retries: the outage missed the workflow"
     assert len(set(countdowns)) >= 3, countdowns
     for number, values in by_number.items():
-        if len(values) >= 5:
+        # Jittered countdowns (at the log's 0.1 s) all within 10 %: 1 in 400 for 5 of them, 1 in 40,000 for 8.
+        if len(values) >= 8:
             assert max(values) > 1.1 * min(values), f"retry #{number + 1}: countdowns all alike: {values}"
