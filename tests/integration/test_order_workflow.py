@@ -24,10 +24,12 @@ def place(client, payload) -> Order:
 
 
 def finished(order: Order, *, notifications: int) -> Order | None:
-    """The order once it reached a final status, its messages were all attempted and its steps
-    recorded (they follow in the worker's next batch: tasks_admin/writebehind.py)."""
+    """The order once it reached a final status, `notifications` messages were attempted (not
+    counting those cancelled unsent, at once with the order) and its steps recorded (they follow
+    in the worker's next batch: tasks_admin/writebehind.py)."""
     order.refresh_from_db()
-    done = order.is_finished and order.notifications.exclude(status="pending").count() >= notifications
+    attempted = order.notifications.exclude(status__in=("pending", "cancelled"))
+    done = order.is_finished and attempted.count() >= notifications
     unrecorded = order.steps.exclude(state=states.SUCCESS) if order.status == Order.Status.CONFIRMED else None
     running = order.steps.filter(state__in=(states.STARTED, states.RETRY))
     return order if done and not (unrecorded and unrecorded.exists()) and not running.exists() else None
