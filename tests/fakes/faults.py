@@ -2,8 +2,10 @@
 CELERY_EXTRA_IMPORTS=tests.fakes.faults. Nothing here runs in the shop itself.
 
 FAULT_PAUSE_AFTER="module:attr.path,..."  the first call (cluster-wide) of each target
-    pauses FAULT_PAUSE_SECONDS after it returned — its effect is done, the task not yet
-    acknowledged — and leaves FAULT_DIR/paused-<target> so the test knows when to kill.
+    pauses after it returned — its effect is done, the task not yet acknowledged — and
+    leaves FAULT_DIR/paused-<target> so the test knows when to act. It goes on only when
+    the test leaves FAULT_DIR/release-<target> (a worker killed meanwhile never does), and
+    then leaves FAULT_DIR/resumed-<target>, so a test can tell that a kill came in time.
 FAULT_KILL_CHILD="module:attr.path"  the pool process running the target kills itself with
     SIGKILL (as the OOM killer would) when the order's customer name contains POISON (every
     time) or KILLONCE (the first time for that order).
@@ -48,13 +50,17 @@ def _patch(target: str, make_wrapper) -> None:
     setattr(owner, attr, make_wrapper(getattr(owner, attr)))
 
 
-def _pause_after(target: str, seconds: float):
+def _pause_after(target: str):
     def make_wrapper(original):
         @wraps(original)
         def wrapper(*args, **kwargs):
             result = original(*args, **kwargs)
             if _claim(f"paused-{target}"):
-                time.sleep(seconds)
+                try:
+                    while not (_dir() / f"release-{target}").exists():
+                        time.sleep(0.05)
+                finally:  # released, or cut short (a time limit): either way no longer paused
+                    (_dir() / f"resumed-{target}").touch()
             return result
 
         return wrapper
@@ -99,7 +105,7 @@ def _switchable(target: str):
 for _target in filter(None, os.environ.get("FAULT_SWITCHES", "").split(",")):
     _patch(_target, _switchable(_target))
 for _target in filter(None, os.environ.get("FAULT_PAUSE_AFTER", "").split(",")):
-    _patch(_target, _pause_after(_target, float(os.environ.get("FAULT_PAUSE_SECONDS", "3"))))
+    _patch(_target, _pause_after(_target))
 for _target in filter(None, os.environ.get("FAULT_KILL_CHILD", "").split(",")):
     _patch(_target, _kill_child)
 

@@ -2,16 +2,20 @@
 
 Like a real gateway it honours Idempotency-Key: a key it already delivered is answered
 200 with the first message id and is not delivered again (recorded with `repeat=True`).
-Besides `script()`, it can be put in a mode — random 5xx, slow replies, rate limiting —
-and refuse given numbers, for the failure-injection suite.
+Besides `script()`, it can hold a request until the test releases it (`hold_next()`), be put
+in a mode — random 5xx, replies after the client's timeout, rate limiting — and refuse given
+numbers, for the failure-injection suite.
 """
 
 import json
 import random
+import select
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .hold import Hold
 
 
 @dataclass
@@ -31,7 +35,7 @@ class SmsRequest:
 class Mode:
     """How the gateway answers requests nothing was scripted for."""
 
-    kind: str = "healthy"  # healthy | random | slow | rate_limit
+    kind: str = "healthy"  # healthy | random | late | rate_limit
     rate: float = 0.0
     status: int = 200
     delay: float = 0.0
@@ -44,6 +48,8 @@ class Reply:
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    hold: Hold | None = None  # answered (and recorded) only once the test releases it
+    until_hangup: bool = False  # answered only once the client closed the connection (`delay` at most)
 
 
 class FakeSmsGateway:
@@ -71,9 +77,14 @@ class FakeSmsGateway:
                     status=200,
                 )
                 reply, recorded = gateway._answer(request)
-                if reply.delay:
+                if reply.hold:
+                    reply.hold.arrive(request.to)
+                    reply.hold.released.wait()
+                if reply.until_hangup:
+                    self._wait_for_hangup(reply.delay)
+                elif reply.delay:
                     time.sleep(reply.delay)
-                if not recorded:  # scripted: recorded once its delay is over, as it always was
+                if not recorded:  # scripted: recorded once its delay or hold is over
                     with gateway._lock:
                         gateway._record_locked(request, reply)
                 message_id = request.message_id
@@ -93,6 +104,10 @@ class FakeSmsGateway:
             def log_message(self, *args) -> None:
                 pass
 
+            def _wait_for_hangup(self, at_most: float) -> None:
+                """Until the client closes the connection (it gave up waiting), `at_most` seconds."""
+                select.select([self.connection], [], [], at_most)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/messages"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -110,6 +125,14 @@ class FakeSmsGateway:
         with self._lock:
             self._script = [r if isinstance(r, Reply) else Reply(status=r) for r in replies]
 
+    def hold_next(self) -> Hold:
+        """Hold the next request (after any scripted replies) until the test releases it; it is
+        delivered when released, whether or not its client is still waiting for the answer."""
+        hold = Hold()
+        with self._lock:
+            self._script.append(Reply(hold=hold))
+        return hold
+
     def reset(self) -> None:
         with self._lock:
             self._script, self.requests = [], []
@@ -125,10 +148,10 @@ class FakeSmsGateway:
             self._random = random.Random(seed)
         self._set_mode(Mode("random", rate=rate, status=status))
 
-    def slow(self, delay: float) -> None:
-        """Deliver each message on receipt but answer only after `delay` seconds: a client with a
-        shorter timeout gives up on a message that was sent."""
-        self._set_mode(Mode("slow", delay=delay))
+    def late(self, at_most: float) -> None:
+        """Deliver each message on receipt but answer only once its client has given up waiting
+        (or after `at_most` seconds): the client times out on a message that was sent."""
+        self._set_mode(Mode("late", delay=at_most))
 
     def rate_limit(self, retry_after: float, limit: int = 1) -> None:
         """Deliver at most `limit` messages per `retry_after` seconds; answer the others 429 with
@@ -163,8 +186,8 @@ class FakeSmsGateway:
         mode = self._mode
         if mode.kind == "random" and self._random.random() < mode.rate:
             return Reply(status=mode.status)
-        if mode.kind == "slow":
-            return Reply(delay=mode.delay)
+        if mode.kind == "late":
+            return Reply(delay=mode.delay, until_hangup=True)
         if mode.kind == "rate_limit":
             started, sent = self._window
             if time.monotonic() - started >= mode.retry_after:

@@ -1,4 +1,4 @@
-"""A local SMTP server for tests: records every message it accepts, and can be made slow."""
+"""A local SMTP server for tests: records every message it accepts, and can hold one mid-conversation."""
 
 import asyncio
 import socket
@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 
 from aiosmtpd.controller import Controller
+
+from .hold import Hold
 
 
 @dataclass
@@ -19,22 +21,22 @@ class Received:
 
 
 class FakeSmtpServer:
-    """aiosmtpd on 127.0.0.1 (a free port); `slow_rcpt(seconds, count)` delays the RCPT reply
-    of the next `count` messages, so a test can kill a worker in the middle of sending."""
+    """aiosmtpd on 127.0.0.1 (a free port); `hold_next()` keeps the next message's RCPT
+    unanswered until the test releases it, so a test can act in the middle of a sending."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.messages: list[Received] = []
-        self._slow: list[float] = []
-        self.rcpt_waiting = threading.Event()
+        self._holds: list[Hold] = []
         server = self
 
         class Handler:
             async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):
-                delay = server._next_delay()
-                if delay:
-                    server.rcpt_waiting.set()
-                    await asyncio.sleep(delay)
+                hold = server._next_hold()
+                if hold:
+                    hold.arrive(address)
+                    while not hold.released.is_set():  # polled: the event loop serves other sessions meanwhile
+                        await asyncio.sleep(0.01)
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
 
@@ -56,14 +58,16 @@ class FakeSmtpServer:
     def __exit__(self, *exc) -> None:
         self.controller.stop()
 
-    def slow_rcpt(self, seconds: float, count: int = 1) -> None:
+    def hold_next(self) -> Hold:
+        """Hold the RCPT of the next message (after those already held) until released."""
+        hold = Hold()
         with self._lock:
-            self._slow = [seconds] * count
-        self.rcpt_waiting.clear()
+            self._holds.append(hold)
+        return hold
 
-    def _next_delay(self) -> float:
+    def _next_hold(self) -> Hold | None:
         with self._lock:
-            return self._slow.pop(0) if self._slow else 0.0
+            return self._holds.pop(0) if self._holds else None
 
     def received(self, to: str | None = None) -> list[Received]:
         with self._lock:
@@ -71,7 +75,7 @@ class FakeSmtpServer:
 
     def reset(self) -> None:
         with self._lock:
-            self.messages, self._slow = [], []
+            self.messages, self._holds = [], []
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from kombu import Exchange, Queue
 
 from shop.celery import app as celery_app
 from tasks_admin.models import TaskRecord
+from tests.support import wait_for
 
 URL = "/admin/tasks/dashboard/"
 
@@ -56,11 +57,16 @@ def test_workers_online_show_their_pool_and_concurrency(worker, admin_client):
     hostname = re.search(r"(\S+@\S+) v\d", log).group(1)
     concurrency, pool = re.search(r"concurrency: (\d+) \((\w+)\)", log).groups()
     assert pool == "prefork"
+    worker_row = re.compile(rf'<tr data-worker="{re.escape(hostname)}"[^>]*>(.*?)</tr>', re.S)
 
-    page = get_page(admin_client)
+    def page_with_the_worker() -> str | None:
+        """The page waits 1 s for the workers' answers: under load it may render before this one's."""
+        page = get_page(admin_client)
+        return page if worker_row.search(page) else None
 
-    row = re.search(rf'<tr data-worker="{re.escape(hostname)}"[^>]*>(.*?)</tr>', page, re.S)
-    assert row, page
+    page = wait_for(page_with_the_worker, message="the worker's row")
+
+    row = worker_row.search(page)
     assert f'data-pool="prefork" data-concurrency="{concurrency}"' in row.group(0)
     cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1))]
     assert cells == [hostname, "prefork", concurrency, "0"]  # idle: no active task

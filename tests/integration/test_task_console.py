@@ -9,6 +9,7 @@ from celery import states
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils import timezone
 from kombu.utils.json import loads
 
 from orders.models import DemoGatewayCharge, Order
@@ -113,6 +114,8 @@ def test_continue_workflow_reruns_the_failed_step_and_the_rest_only(worker, clie
     assert mailbox(mail_dir, to=payload["customer"]["email"]) == []  # nothing said that a confirmation contradicts
     old = {step.name: step for step in order.steps.all()}
     assert old["create_shipment"].state == states.FAILURE
+    # Staff continue once they see the dead letter (recorded just after the failure callback was sent).
+    wait_for(lambda: DeadLetter.objects.filter(order=order).exists(), message="the shipment's dead letter")
 
     response = client.post(reverse("admin:orders_order_continue", args=[order.pk]), {"reason": "warehouse back"})
     assert response.status_code == 302
@@ -140,10 +143,16 @@ def test_a_declined_card_is_an_outcome_not_a_dead_letter_but_a_refused_sms_is(wo
     refused = place(client, order_payload((make_product(), 1)))
     wait_for(lambda: refused.notifications.filter(channel="sms", status="failed").exists(), message="sms refused")
     wait_for(lambda: Order.objects.get(pk=declined.pk).status == Order.Status.CANCELLED, message="declined")
-    wait_for(lambda: DeadLetter.objects.exists(), message="the refused SMS dead-lettered")
+    # A task's failure is recorded just after its failure callback was sent, which may stop the order first.
+    charge = wait_for(
+        lambda: TaskRecord.objects.filter(
+            order=declined, task_name="orders.tasks.charge_payment", state=states.FAILURE
+        ).first(),
+        message="the charge's failure recorded",
+    )
+    wait_for(lambda: DeadLetter.objects.filter(order=refused).exists(), message="the SMS's dead letter")
 
-    charge = TaskRecord.objects.get(order=declined, task_name="orders.tasks.charge_payment")
-    assert charge.state == states.FAILURE and charge.expected_failure
+    assert charge.expected_failure
     letters = list(DeadLetter.objects.all())
     assert [(d.task_name, d.exception_type) for d in letters] == [
         ("orders.tasks.send_confirmation_sms", "PermanentProviderError")
@@ -165,12 +174,15 @@ def test_resolving_a_dead_letter_takes_a_note_and_removes_it_from_the_list(worke
 
 
 def test_revoking_a_queued_task_stops_it_from_running(worker, client, staff):
-    result = fake_tasks.sleep_for.apply_async((0,), countdown=2)
+    result = fake_tasks.sleep_for.apply_async((0,), countdown=5)
     record = wait_for(lambda: record_in_state(result.id, states.PENDING), message="queued")
 
     response = client.post(reverse("admin:tasks_admin_taskrecord_revoke", args=[record.pk]), {"reason": "not needed"})
 
     assert response.status_code == 302
+    # The premise: the worker had the revoke before the task was due (the worker drops it then).
+    wait_for(lambda: f"Tasks flagged as revoked: {result.id}" in worker.log(), message="the worker told of the revoke")
+    assert timezone.now() < record.eta, "the revoke reached the worker only after the task was due"
     wait_for(lambda: "revoked" in TaskRecord.objects.get(pk=record.pk).exception_message, timeout=15)
     record.refresh_from_db()
     assert record.state == states.REVOKED and record.started_at is None and record.attempts == 0

@@ -232,7 +232,7 @@ class Stack:
             "TASK_WORKER_LOST_RETRY_DELAY": "0.5",
             "STUCK_WORKFLOW_MINUTES": "0.1",
             "WRITE_BEHIND_SECONDS": str(WRITE_BEHIND_SECONDS),
-            "CELERY_EXTRA_IMPORTS": "tests.fakes.faults,tests.fakes.tasks",
+            "CELERY_EXTRA_IMPORTS": "tests.fakes.faults,tests.fakes.tasks,tests.fakes.flushes",
             "FAULT_DIR": str(self.fault_dir),
             "FAKE_TASKS_DIR": str(self.fault_dir),
             "LOG_LEVEL": "WARNING",
@@ -323,6 +323,7 @@ class Stack:
 
         deadline = time.monotonic() + timeout
         while True:
+            seen_at = time.time()
             close_old_connections()
             open_orders = Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).count()
             steps = WorkflowStep.objects.filter(order_id__in=order_ids)
@@ -331,12 +332,32 @@ class Stack:
                 or steps.filter(order__status="confirmed").exclude(state="SUCCESS").exists()
             )
             if not open_orders and not running:
-                if settled:  # the workers' last batches of records (tasks_admin/writebehind.py)
-                    time.sleep(2 * WRITE_BEHIND_SECONDS)
+                if settled:
+                    self.wait_for_records(seen_at)
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{open_orders} orders not final after {timeout}s\n{self.logs()}")
             time.sleep(0.25)
+
+    def wait_for_records(self, since: float, timeout: float = 30) -> None:
+        """Until every running worker process has written a batch of records begun after `since`
+        (wall clock): whatever it held then is in the database (tasks_admin/writebehind.py,
+        tests/fakes/flushes.py). A process that died took its batch with it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            groups = {worker.process.pid for worker in self.workers if worker.process.poll() is None}
+            behind = [
+                marker.name
+                for marker in self.fault_dir.glob("flushed-*")
+                if marker.name.partition("-")[2].isdigit()
+                and _process_group(int(marker.name.partition("-")[2])) in groups
+                and float(marker.read_text()) <= since
+            ]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker processes {behind} wrote no records for {timeout}s\n{self.logs()}")
+            time.sleep(0.05)
 
     def audit(self, order_ids: list[str]) -> Audit:
         from orders.models import DemoGatewayCharge, Order
@@ -379,6 +400,16 @@ class Stack:
             sms_requests_deduplicated=sum(n - 1 for n in sms_by_key.values() if n > 1),
             lost=len(order_ids) - len(orders) + sum(statuses.get(s, 0) for s in ("pending", "processing")),
         )
+
+
+def _process_group(pid: int) -> int | None:
+    """The process group of a process that has not exited (nor is a zombie); None otherwise."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    state, _parent, group = stat.rpartition(")")[2].split()[:3]
+    return None if state in ("Z", "X") else int(group)
 
 
 def which_redis() -> str | None:

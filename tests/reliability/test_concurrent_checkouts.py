@@ -32,6 +32,7 @@ class StockSampler:
     product_ids: list[int]
     lowest: int | None = None
     samples: int = 0
+    _sampled: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -40,15 +41,18 @@ class StockSampler:
                 for stock in Product.objects.filter(pk__in=self.product_ids).values_list("stock", flat=True):
                     self.lowest = stock if self.lowest is None else min(self.lowest, stock)
                 self.samples += 1
+                self._sampled.set()
                 time.sleep(0.005)
         finally:
             connections.close_all()
 
     @contextmanager
     def running(self) -> Iterator["StockSampler"]:
+        """Sampling from before the checkouts start (one sample taken) until they are all answered."""
         thread = threading.Thread(target=self.run, daemon=True)
         thread.start()
         try:
+            assert self._sampled.wait(30), "the stock sampler took no sample"
             yield self
         finally:
             self._stop.set()

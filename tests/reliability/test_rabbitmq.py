@@ -15,7 +15,15 @@ import pytest
 from tests.support import require
 
 from .harness import Stack
-from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, run_recovery, settled_step_records, stock_up
+from .scenarios import (
+    ONE_TASK_AT_A_TIME,
+    PAUSE_ENV,
+    kill_worker_mid_each_step,
+    payloads,
+    run_recovery,
+    settled_step_records,
+    stock_up,
+)
 
 ORDERS = 50
 
@@ -49,7 +57,8 @@ def test_on_rabbitmq_every_order_confirms_once_when_the_worker_is_killed_mid_ste
     """The shop supports RabbitMQ: its redelivery (no visibility timeout) must give the same
     guarantees as Redis when a worker dies mid-step."""
     stack = make_stack(broker_url=rabbitmq_url, env=PAUSE_ENV)
-    stack.start(workers=1)
+    stack.start(workers=0)
+    stack.start_worker(*ONE_TASK_AT_A_TIME)
     run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
 

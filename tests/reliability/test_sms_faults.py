@@ -1,5 +1,5 @@
-"""6. The SMS provider misbehaves, in three phases: half its replies are 5xx, then its replies
-come after the client's timeout (the message was delivered all the same), then it rate-limits
+"""6. The SMS provider misbehaves, in three phases: half its replies are 5xx, then it answers
+only once the client has timed out (the message was delivered all the same), then it rate-limits
 with 429 and Retry-After. One number per phase is refused with a 400.
 
 Every SMS must be delivered exactly once or end as a dead letter: 5xx, timeouts and 429 are
@@ -23,7 +23,7 @@ RETRY_AFTER = 1.0  # at most TASK_RETRY_BACKOFF_MAX (2 s in the stack): the shop
 SMS_TASK = "orders.tasks.send_confirmation_sms"
 PHASES: dict[str, Callable[[FakeSmsGateway], None]] = {
     "5xx": lambda gateway: gateway.fail_randomly(0.5, status=503, seed=6),
-    "timeouts": lambda gateway: gateway.slow(SMS_TIMEOUT + 0.5),
+    "timeouts": lambda gateway: gateway.late(at_most=30 * SMS_TIMEOUT),
     "429": lambda gateway: gateway.rate_limit(RETRY_AFTER, limit=3),
 }
 
@@ -81,7 +81,7 @@ def test_every_sms_is_sent_once_or_dead_lettered_through_provider_faults(make_st
         audit.figures(),
         faults=f"{len(requests)} SMS requests. 5xx phase: {statuses['5xx'][503]} of "
         f"{sum(statuses['5xx'].values())} answered 503 (50 %, seeded); timeouts: "
-        f"{statuses['timeouts'][200]} replies {SMS_TIMEOUT + 0.5:g} s late to a {SMS_TIMEOUT:g} s timeout "
+        f"{statuses['timeouts'][200]} replies held until the client's {SMS_TIMEOUT:g} s timeout had passed "
         f"(delivered anyway); 429 phase: {statuses['429'][429]} × 429 with Retry-After {RETRY_AFTER:g} s; "
         f"{len(refused)} numbers refused with 400",
         notes=f"{sum(len(gateway.delivered(o.phone)) for o in orders.values())} SMS delivered, none twice; "

@@ -1,13 +1,22 @@
 """1. A worker killed with SIGKILL in the middle of each kind of step."""
 
-from .scenarios import PAUSE_ENV, kill_worker_mid_each_step, payloads, run_recovery, settled_step_records, stock_up
+from .scenarios import (
+    ONE_TASK_AT_A_TIME,
+    PAUSE_ENV,
+    kill_worker_mid_each_step,
+    payloads,
+    run_recovery,
+    settled_step_records,
+    stock_up,
+)
 
 ORDERS = 50
 
 
 def test_every_order_confirms_once_when_the_worker_is_killed_mid_step(make_stack, record):
     stack = make_stack(env=PAUSE_ENV)
-    stack.start(workers=1)
+    stack.start(workers=0)
+    stack.start_worker(*ONE_TASK_AT_A_TIME)
     run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
 
