@@ -108,6 +108,13 @@ def reopen(key: str, *, recipient: str) -> Notification:
     return Notification.objects.get(idempotency_key=key)
 
 
+def give_up(key: str, error: str) -> bool:
+    """The task delivering the message failed for good (retries exhausted, its process killed):
+    the message is failed, for staff to send again, not left pending for the recovery job."""
+    pending = Notification.objects.filter(idempotency_key=key, status=Notification.Status.PENDING)
+    return bool(pending.update(status=Notification.Status.FAILED, error=error[:2000], locked_until=None))
+
+
 def stuck(older_than: timedelta) -> list[str]:
     """Keys of messages queued before `older_than` ago that nobody is sending: their delivery
     task was lost (a broker restarted without its messages). The recovery job sends them."""

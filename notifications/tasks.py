@@ -3,10 +3,23 @@ fails transiently, a dead letter when it refuses (tasks_admin/base.py)."""
 
 from celery import shared_task
 
+from tasks_admin.base import RetryingTask
+
 from . import services
 
 
-@shared_task
+class DeliveryTask(RetryingTask):
+    """Delivers the message under a business key; when it fails for good, so does the message."""
+
+    def message_key(self, args: tuple) -> str:
+        return args[0]
+
+    def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
+        if final:
+            services.give_up(self.message_key(args), f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(base=DeliveryTask)
 def deliver_message(key: str) -> int:
     """Send the message queued under the business `key`, once; return its Notification id."""
     return services.deliver(key).pk

@@ -10,13 +10,13 @@ rest of the chain is not sent (tests/integration/test_order_safety.py).
 import logging
 from contextlib import suppress
 
-from billiard.exceptions import WorkerLostError
-from celery import signals
-from celery.exceptions import Ignore, TimeLimitExceeded
+from celery.exceptions import Ignore
 from django.db import DatabaseError, InterfaceError
 
+from notifications.tasks import DeliveryTask
 from tasks_admin.base import RetryingTask
 
+from . import messages
 from .errors import StepNotAllowed
 from .models import WorkflowStep
 from .services import settle_step
@@ -61,9 +61,11 @@ class WorkflowStepTask(OrderTask):
             settle_step(order_id, self.step, State.FAILURE, error=f"{type(exc).__name__}: {exc}")
 
 
-@signals.task_failure.connect(dispatch_uid="orders.record_lost_step")
-def record_lost_step(sender=None, exception=None, args=None, **kwargs) -> None:
-    """A pool process that died under a step (killed, hard time limit) never ran the step's
-    own bookkeeping: the worker's main process reports the failure here instead."""
-    if isinstance(sender, WorkflowStepTask) and isinstance(exception, WorkerLostError | TimeLimitExceeded):
-        sender.record_failure(tuple(args or ()), exception, final=True)
+class ConfirmationTask(OrderTask, DeliveryTask):
+    """Sends the order's confirmation e-mail or SMS (`channel`), queued when it was confirmed."""
+
+    channel: str
+
+    def message_key(self, args: tuple) -> str:
+        (order_id,) = args
+        return messages.key(order_id, "confirmation", self.channel)

@@ -13,7 +13,7 @@ from notifications.models import Notification
 from . import maintenance, reports, services
 from .errors import NoFailedStep
 from .payments import PaymentDeclined
-from .steps import OrderTask, WorkflowStepTask
+from .steps import ConfirmationTask, OrderTask, WorkflowStepTask
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,12 @@ def confirm_order(order_id: str) -> bool:
     return services.confirm_order(order_id)
 
 
-@shared_task(base=OrderTask)
+@shared_task(base=ConfirmationTask, channel=Notification.Channel.EMAIL)
 def send_confirmation_email(order_id: str) -> int:
     return services.send_confirmation(order_id, Notification.Channel.EMAIL)
 
 
-@shared_task(base=OrderTask)
+@shared_task(base=ConfirmationTask, channel=Notification.Channel.SMS)
 def send_confirmation_sms(order_id: str) -> int:
     return services.send_confirmation(order_id, Notification.Channel.SMS)
 

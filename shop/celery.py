@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery, signals
+from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 
@@ -38,16 +38,3 @@ app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-
-@signals.task_postrun.connect(dispatch_uid="shop.celery.close_old_connections", weak=False)
-def close_old_connections(**kwargs) -> None:
-    """After each task, what Django does after each request: drop connections that are past
-    CONN_MAX_AGE or raised an error (settings/celery.py: CELERY_DB_REUSE_MAX keeps the rest
-    open). Unlike a request, no health check (a SELECT 1, 5% of a worker's time in the
-    benchmark's profile) runs before the next task's first query: a connection that broke
-    meanwhile fails that query, and the task retries it as any database error."""
-    from django.db import connections
-
-    for connection in connections.all(initialized_only=True):
-        connection.close_if_unusable_or_obsolete()
-        connection.health_check_done = True

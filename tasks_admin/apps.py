@@ -7,6 +7,6 @@ class TasksAdminConfig(AppConfig):
 
     def ready(self) -> None:
         from . import (
-            history,  # noqa: F401  (connects the task history signal handlers)
             periodic_admin,  # noqa: F401  (replaces django-celery-beat's PeriodicTask admin)
+            signals,  # noqa: F401  (what the task layer does around every task)
         )

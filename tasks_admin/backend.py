@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from celery import signals, states
+from celery import states
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
 from celery.result import GroupResult
@@ -101,15 +101,13 @@ _fired_chords = writebehind.Table("fired chord", _forget_chords)
 _running = threading.local()
 
 
-@signals.task_prerun.connect(dispatch_uid="tasks_admin.backend.write_deadline")
-def _set_write_deadline(task_id: str, task, **kw) -> None:
+def set_write_deadline(task_id: str, task, **kw) -> None:
     soft = (task.request.timelimit or (None, None))[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
     # Leave the rest of the bookkeeping (each write then tried once) time to end before the soft limit does.
     _running.task = (task_id, time.monotonic() + soft - max(0.5, soft / 10)) if soft else None
 
 
-@signals.task_postrun.connect(dispatch_uid="tasks_admin.backend.forget_deadline")
-def _forget_write_deadline(task_id: str, **kw) -> None:
+def forget_write_deadline(task_id: str, **kw) -> None:
     _running.task = None
 
 

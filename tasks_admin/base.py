@@ -48,10 +48,10 @@ class RetryingTask(Task):
     default_retry_delay = settings.TASK_WORKER_LOST_RETRY_DELAY  # used by task_retry_on_worker_lost
 
     def __call__(self, *args, **kwargs):
-        if self.request.id and history.is_revoked(self.request.id):
-            logger.warning("%s[%s] was revoked: not running it", self.name, self.request.id)
-            raise Ignore(history.REVOKED_BY_STAFF)
         try:
+            if self.request.id and history.is_revoked(self.request.id):  # a database error here is retried too
+                logger.warning("%s[%s] was revoked: not running it", self.name, self.request.id)
+                raise Ignore(history.REVOKED_BY_STAFF)
             return self.attempt(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
             if self.request.retries < self.max_retries:
@@ -71,4 +71,6 @@ class RetryingTask(Task):
         return self.run(*args, **kwargs)
 
     def record_failure(self, args: tuple, exc: BaseException, *, final: bool) -> None:
-        """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows."""
+        """Hook for subclasses: an attempt raised `exc`; `final` when no retry follows. Also called
+        by the worker's main process for a run whose pool process died under it (killed, hard time
+        limit): that run never got to call it itself (tasks_admin/signals.py)."""

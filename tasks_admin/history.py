@@ -1,7 +1,7 @@
 """Task history: each task is recorded when it is published and followed in the worker.
 
-Signal handlers, connected in every process that loads Django (web, worker, beat):
-publishing inserts a TaskRecord (state PENDING: queued) — unless the sender recorded the
+Its signal handlers are connected by tasks_admin/signals.py, in every process that loads Django
+(web, worker, beat): publishing inserts a TaskRecord (state PENDING: queued) — unless the sender recorded the
 task already, as the checkout does for a whole order workflow (RECORDED_HEADER); the
 worker marks it started and finished in batches (tasks_admin/writebehind.py), failed,
 retried or revoked at once. Recording is best effort: a database error is logged and
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import current_app, signals, states
+from celery import current_app, states
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -165,7 +165,6 @@ def forget_planned(task_ids: Iterable[str]) -> None:
     _best_effort(lambda: unsent.delete())
 
 
-@signals.before_task_publish.connect(dispatch_uid="tasks_admin.record_published")
 def record_published(sender: str, body, exchange: str, routing_key: str, headers: dict, properties: dict, **kw):
     if not isinstance(body, (list, tuple)) or len(body) != 3:
         return  # task message protocol 1: not used by this project
@@ -250,7 +249,6 @@ _published = writebehind.Table(
 )
 
 
-@signals.task_prerun.connect(dispatch_uid="tasks_admin.record_started")
 def record_started(task_id: str, task, args, kwargs, **kw) -> None:
     _started[task_id] = time.monotonic()
     request = task.request
@@ -269,7 +267,6 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
     )
 
 
-@signals.task_postrun.connect(dispatch_uid="tasks_admin.record_finished")
 def record_finished(task_id: str, task, state: str | None = None, retval=None, **kw) -> None:
     started = _started.pop(task_id, None)
     fields = {"finished_at": timezone.now()}
@@ -286,7 +283,6 @@ def record_finished(task_id: str, task, state: str | None = None, retval=None, *
         _best_effort(lambda: _runs.write_now(task_id, **fields))
 
 
-@signals.task_failure.connect(dispatch_uid="tasks_admin.record_failure")
 def record_failure(sender, task_id: str, exception: BaseException, **kw) -> None:
     """Also sent by the worker's main process when a child dies or hits the hard time limit."""
     expected = isinstance(exception, tuple(getattr(sender, "throws", ()) or ()))
@@ -307,7 +303,6 @@ def _count_runs_at_least(task_id: str, runs: int) -> None:
     TaskRecord.objects.filter(task_id=task_id, attempts__lt=runs).update(attempts=runs)
 
 
-@signals.task_retry.connect(dispatch_uid="tasks_admin.record_retry")
 def record_retry(request, reason: BaseException | None = None, **kw) -> None:
     # No reason when the worker cancels a running task itself (broker connection lost,
     # cold shutdown): the scenario that restarts Redis found this handler raising there.
@@ -319,7 +314,6 @@ def record_retry(request, reason: BaseException | None = None, **kw) -> None:
     _best_effort(lambda: _runs.write_now(request.id, **fields))
 
 
-@signals.worker_ready.connect(dispatch_uid="tasks_admin.restore_revoked")
 def restore_revoked(sender=None, **kw) -> None:
     """Celery keeps revokes in the memory of the workers that were online: a worker that
     starts later would run a task staff revoked. Teach it the recent ones from the history."""
@@ -336,7 +330,6 @@ def restore_revoked(sender=None, **kw) -> None:
         logger.warning("Could not load revoked tasks from the history", exc_info=True)
 
 
-@signals.task_revoked.connect(dispatch_uid="tasks_admin.record_revoked")
 def record_revoked(request, terminated: bool = False, expired: bool = False, **kw) -> None:
     message = "expired" if expired else ("terminated" if terminated else "revoked")
     fields = {"state": states.REVOKED, "finished_at": timezone.now(), "exception_message": message}

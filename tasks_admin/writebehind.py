@@ -23,7 +23,6 @@ from collections.abc import Callable, Hashable
 from contextlib import nullcontext
 from typing import Any
 
-from celery import signals
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Model
@@ -182,7 +181,7 @@ def _run_flusher() -> None:
         flush()
 
 
-def _start_batching(task=None, **kwargs) -> None:
+def start_batching(task=None, **kwargs) -> None:
     """From this process's first task on: batch, with a flusher thread (and its own
     database connection). Runs where tasks run: a prefork pool process, or the worker itself
     for the threads and solo pools."""
@@ -197,11 +196,7 @@ def _start_batching(task=None, **kwargs) -> None:
         _flusher.start()
 
 
-def _stop(**kwargs) -> None:
+def flush_on_exit(**kwargs) -> None:
     if _batching():
         flush()
 
-
-signals.task_prerun.connect(_start_batching, weak=False, dispatch_uid="tasks_admin.writebehind.start")
-signals.worker_process_shutdown.connect(_stop, weak=False, dispatch_uid="tasks_admin.writebehind.stop_child")
-signals.worker_shutdown.connect(_stop, weak=False, dispatch_uid="tasks_admin.writebehind.stop_worker")

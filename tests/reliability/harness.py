@@ -317,26 +317,31 @@ class Stack:
         return [body["id"] for _, body in answers]
 
     def wait_until_final(self, order_ids: list[str], timeout: float = 120, settled: bool = True) -> None:
-        """Until every order is confirmed, failed or cancelled (and, if `settled`, no step of
-        theirs is still running or due to be retried)."""
-        from orders.models import Order, WorkflowStep
+        """Until every order is confirmed, failed or cancelled, and none of its messages is still
+        to be sent (they follow the confirmation); if `settled`, also until the workers' last
+        batches of records are written."""
+        from notifications.models import Notification
+        from orders.models import Order
 
         deadline = time.monotonic() + timeout
         while True:
             seen_at = time.time()
             close_old_connections()
             open_orders = Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).count()
-            steps = WorkflowStep.objects.filter(order_id__in=order_ids)
-            running = settled and (
-                steps.filter(state__in=("STARTED", "RETRY")).exists()
-                or steps.filter(order__status="confirmed").exclude(state="SUCCESS").exists()
-            )
+            running = Notification.objects.filter(order_id__in=order_ids, status="pending").exists()
             if not open_orders and not running:
                 if settled:
                     self.wait_for_records(seen_at)
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"{open_orders} orders not final after {timeout}s\n{self.logs()}")
+                statuses = Counter(Order.objects.filter(pk__in=order_ids).values_list("status", flat=True))
+                unsent = Counter(
+                    Notification.objects.filter(order_id__in=order_ids, status="pending").values_list("channel", flat=True)
+                )
+                raise AssertionError(
+                    f"{open_orders} orders not final after {timeout}s ({dict(statuses)}; messages pending: "
+                    f"{dict(unsent)})\n{self.logs()}"
+                )
             time.sleep(0.25)
 
     def wait_for_records(self, since: float, timeout: float = 30) -> None:

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from orders.models import Order, WorkflowStep
+from orders.models import Order
+from tasks_admin.models import TaskRecord
 
 from .harness import Stack
 from .scenarios import payloads, stock_up
@@ -35,10 +36,10 @@ def exit_time(process: subprocess.Popen) -> float:
     return time.monotonic()
 
 
-def step(order_ids: list[str], name: str, **customer: str) -> WorkflowStep:
-    """The step `name` of the order placed by the customer with these contact details."""
+def message_task(order_ids: list[str], name: str, **customer: str) -> TaskRecord:
+    """The task `name` of the order placed by the customer with these contact details."""
     order = Order.objects.get(pk__in=order_ids, **customer)
-    return WorkflowStep.objects.get(order=order, name=name)
+    return TaskRecord.objects.get(order=order, task_name=f"orders.tasks.{name}")
 
 
 def test_a_deploy_lets_running_steps_finish_or_hands_them_back_and_loses_nothing(
@@ -89,8 +90,8 @@ def test_a_deploy_lets_running_steps_finish_or_hands_them_back_and_loses_nothing
 
     stack.wait_until_final(order_ids, timeout=120)
     audit = stack.audit(order_ids)
-    email_step = step(order_ids, "send_confirmation_email", email=email.to)
-    sms_step = step(order_ids, "send_confirmation_sms", phone=sms.to)
+    email_step = message_task(order_ids, "send_confirmation_email", email=email.to)
+    sms_step = message_task(order_ids, "send_confirmation_sms", phone=sms.to)
     log = old.log()
     window = log.partition("Initiating Soft Shutdown")[2].partition("Cold shutdown")[0]
     restored = sum(int(n) for n in RESTORED.findall(log))

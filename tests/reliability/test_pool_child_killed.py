@@ -14,7 +14,7 @@ POISONED, KILLED_ONCE, ORDERS = 5, 5, 50
 def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_number_of_runs(make_stack, record):
     # Stuck after 30 s: the recovery job settles the step records a killed process took with it,
     # but does not send again the workflows of orders still retrying their poisoned SMS.
-    env = {"FAULT_KILL_CHILD": "orders.services:send_confirmation_sms", "TASK_MAX_RETRIES": str(MAX_RETRIES)}
+    env = {"FAULT_KILL_CHILD": "orders.tasks:send_confirmation_sms.run", "TASK_MAX_RETRIES": str(MAX_RETRIES)}
     stack = make_stack(env={**env, "STUCK_WORKFLOW_MINUTES": "0.5"})
     stack.start(workers=1)
     run_recovery(stack)
@@ -45,11 +45,11 @@ def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_
         faults=f"SIGKILL of the pool process in the SMS step: every run for {POISONED} orders, "
         f"the first run for {KILLED_ONCE}",
         notes=f"poisoned SMS tasks ran {runs[0]}–{runs[-1]} times (cap: 1 + {MAX_RETRIES} retries), then became "
-        f"dead letters ({letters.count()}, WorkerLostError) and their orders failed; the rest confirmed; the "
-        f"recovery job settled {settled_step_records(stack)} step records the killed processes had not written",
+        f"dead letters ({letters.count()}, WorkerLostError) for staff; every order confirmed all the same (its "
+        f"messages follow the confirmation); the recovery job settled {settled_step_records(stack)} task records "
+        "the killed processes had not written",
     )
-    assert audit.confirmed == ORDERS - POISONED
-    assert {o.status for o in poisoned} == {Order.Status.FAILED}
+    assert audit.confirmed == ORDERS  # a message dying with its process stops no paid order
     assert runs == [MAX_RETRIES + 1] * POISONED  # bounded: never an endless loop
     assert sorted(letters.values_list("exception_type", flat=True)) == ["WorkerLostError"] * POISONED
     assert all(sms_records[o.pk].state == states.SUCCESS and sms_records[o.pk].attempts == 2 for o in killed_once)

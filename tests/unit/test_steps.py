@@ -263,7 +263,9 @@ def test_a_transient_sms_error_leaves_the_message_queued_and_the_next_attempt_se
 
 
 @pytest.mark.django_db
-def test_an_sms_still_failing_on_the_last_retry_does_not_touch_the_confirmed_order(local_providers):
+def test_an_sms_still_failing_on_the_last_retry_is_failed_for_staff_and_does_not_touch_the_confirmed_order(
+    local_providers,
+):
     order = confirmed()
     with FakeSmsGateway() as gateway:
         local_providers.SMS_PROVIDER, local_providers.SMS_HTTP_URL = "http", gateway.url
@@ -271,7 +273,9 @@ def test_an_sms_still_failing_on_the_last_retry_does_not_touch_the_confirmed_ord
         with pytest.raises(TransientProviderError):
             run_as_last_retry(tasks.send_confirmation_sms, str(order.pk))
 
-    assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.PENDING
+    # Failed for staff to send again, not left pending for the recovery job to send behind their back.
+    sms = Notification.objects.get(order=order, channel="sms")
+    assert (sms.status, sms.error) == (Notification.Status.FAILED, "TransientProviderError: SMS gateway error 503")
     assert Order.objects.get(pk=order.pk).status == Order.Status.CONFIRMED
     assert set(order.steps.values_list("state", flat=True)) == {State.SUCCESS}
 
