@@ -1,4 +1,6 @@
-"""What the task console's actions mean for an order's workflow tasks (the README's table).
+"""What the orders app contributes to the task console, through its extension points: what
+console actions mean for an order's workflow tasks (the README's table), the order's workflow
+graph, a dashboard tile of stuck orders, and finding an order's tasks by its number.
 
 The console offers retry, revoke and terminate on any task; for an order's steps the order
 decides (tasks_admin/console.py): revoking its queued charge cancels the order, revoking or
@@ -9,10 +11,12 @@ What would break the order's rules is not offered, and refused if forged
 """
 
 from celery import states
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.urls import reverse
 
 from notifications.models import Notification
-from tasks_admin import console
+from tasks_admin import console, dashboard, subjects
 from tasks_admin import services as task_console
 from tasks_admin.console import Action, Offer, Outcome
 from tasks_admin.models import PLANNED, TaskAction, TaskRecord
@@ -21,6 +25,7 @@ from . import lifecycle, services, workflow
 from .errors import CheckoutError, OrderActionRefused
 from .graph import order_graph
 from .models import Order
+from .selectors import stuck_orders
 
 Status = Order.Status
 QUEUED = (PLANNED, states.PENDING, states.RETRY)
@@ -30,9 +35,15 @@ CHANNELS = {
 }
 
 
+def order_of(record: TaskRecord) -> Order | None:
+    """The order a task of its workflow is about (the task history's generic subject)."""
+    subject = record.subject
+    return subject if isinstance(subject, Order) else None
+
+
 class OrderTasks(console.TaskOwner):
     def offers(self, record: TaskRecord) -> list[Offer]:
-        order = record.order
+        order = order_of(record)
         if record.task_name == workflow.task_name(workflow.ON_ERROR) or order is None:
             return super().offers(record)  # the error callback is idempotent: Celery's meaning
         if record.task_name in CHANNELS:
@@ -42,10 +53,11 @@ class OrderTasks(console.TaskOwner):
         return _fulfilment_offers(record, order)
 
     def graph(self, record: TaskRecord):
-        return order_graph(record.order) if record.order is not None else super().graph(record)
+        order = order_of(record)
+        return order_graph(order) if order is not None else super().graph(record)
 
     def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
-        if record.task_name == workflow.task_name(workflow.ON_ERROR) or record.order is None:
+        if record.task_name == workflow.task_name(workflow.ON_ERROR) or order_of(record) is None:
             return super().perform(action, record, user=user, reason=reason)
         try:
             return self._perform(action, record, user=user, reason=reason)
@@ -54,7 +66,7 @@ class OrderTasks(console.TaskOwner):
 
     def _perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
         chosen = console.offer(self, record, action)  # refused unless offered in the order's state now
-        order = record.order
+        order = order_of(record)
         if record.task_name in CHANNELS:
             return _act_on_message(action, record, order, user=user, reason=reason)
         if action == Action.RETRY:
@@ -75,12 +87,12 @@ def continue_order(order: Order, *, user: AbstractBaseUser, reason: str = "") ->
     """Staff continue an order (its admin page, or a retry of one of its steps): the failed runs
     it replaces count as dealt with, and the action is audited on the order."""
     steps = services.continue_order(order.pk, actor=lifecycle.staff(user), user=user, reason=reason)
-    task_console.resolve_failures(TaskRecord.objects.filter(order=order), user=user, note="Order continued.")
+    task_console.resolve_failures(TaskRecord.objects.about(order), user=user, note="Order continued.")
     task_console.audit(
         TaskAction.Kind.CONTINUE_WORKFLOW,
         user,
         reason,
-        order_id=order.pk,
+        subject=order,
         target=order,
         message=f"Continued the workflow: {', '.join(steps) or 'nothing left to run'}",
     )
@@ -136,3 +148,15 @@ def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, r
 
 
 console.register(OrderTasks(), workflow.TASK_NAMES)
+dashboard.register_tile(
+    dashboard.Tile(
+        key="stuck-orders",
+        label=lambda: f"Stuck orders (no progress for {settings.STUCK_WORKFLOW_MINUTES:g} min)",
+        count=lambda: stuck_orders(settings.STUCK_WORKFLOW_MINUTES).count(),
+        url=lambda: reverse("admin:orders_order_changelist") + "?workflow=stuck",
+    )
+)
+subjects.register_search(
+    lambda term: Order.objects.filter(number=term.upper()) if term.upper().startswith("SO-") else (),
+    hint="an order number (SO-…)",
+)

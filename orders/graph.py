@@ -12,7 +12,7 @@ from .models import Order, WorkflowStep
 
 def order_graph(order: Order) -> Graph:
     steps = {step.name: step for step in order.steps.all()}
-    records = {record.task_id: record for record in TaskRecord.objects.filter(order=order).order_by("id")}
+    records = {record.task_id: record for record in TaskRecord.objects.about(order).order_by("id")}
     latest = {record.task_name: record for record in records.values()}  # a message's current run
 
     def step_node(name: str):

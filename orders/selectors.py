@@ -21,7 +21,7 @@ def stuck_orders(minutes: int) -> QuerySet[Order]:
     never sent)."""
     cutoff = timezone.now() - timedelta(minutes=minutes)
     step_moved = WorkflowStep.objects.filter(order=OuterRef("pk"), finished_at__gte=cutoff)
-    task_moved = TaskRecord.objects.filter(Q(sent_at__gte=cutoff) | Q(started_at__gte=cutoff), order=OuterRef("pk"))
+    task_moved = TaskRecord.objects.about_outer(Order).filter(Q(sent_at__gte=cutoff) | Q(started_at__gte=cutoff))
     return (
         Order.objects.filter(status__in=Order.ACTIVE_STATUSES, created_at__lt=cutoff, updated_at__lt=cutoff)
         .exclude(Exists(step_moved))

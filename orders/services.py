@@ -283,7 +283,7 @@ def _skip_unfinished(order: Order, why: str, failing: str = "") -> None:
         state=State.SKIPPED, error=why, finished_at=timezone.now()
     )
     names = [workflow.task_name(step) for step in (*workflow.STEPS, *workflow.MESSAGES) if step != failing]
-    history.skip(history.unstarted(order_id=order.pk, task_names=names), why)
+    history.skip(history.unstarted(order, names), why)
 
 
 def _tell(notification: Notification) -> None:

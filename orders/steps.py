@@ -26,9 +26,11 @@ State = WorkflowStep.State
 
 
 class OrderTask(RetryingTask):
-    """A task whose first argument is an order id (the task history links it to the order)."""
+    """A task whose first argument is an order id: the task history records the order as what the
+    task is about (tasks_admin/subjects.py)."""
 
-    order_argument = 0
+    subject_model = "orders.Order"
+    subject_argument = 0
 
 
 class WorkflowStepTask(OrderTask):

@@ -105,7 +105,7 @@ def _record(order: Order, task_ids: Mapping[str, str]) -> None:
             task_id=task_ids[step],
             task_name=task_name(step),
             args=[str(order.pk)],
-            order_id=order.pk,
+            subject=order,
             root_id=task_ids[CHARGE],
             parent_id=task_ids[parent[step]] if step in parent else "",
             chord_id=task_ids[CONFIRM] if step in FULFIL else "",
@@ -131,7 +131,7 @@ def send_rest(order: Order, reason: str) -> list[str]:
         step.task_id, step.state, step.error, step.finished_at = str(uuid.uuid4()), WorkflowStep.State.PENDING, "", None
     WorkflowStep.objects.bulk_update(rerun, ["task_id", "state", "error", "finished_at"])
     task_ids = {step.name: step.task_id for step in steps} | {message: str(uuid.uuid4()) for message in MESSAGES}
-    superseded = [*replaces.values(), *history.unstarted(order_id=order.pk, task_names=map(task_name, MESSAGES))]
+    superseded = [*replaces.values(), *history.unstarted(order, map(task_name, MESSAGES))]
     history.skip(superseded, f"not run: replaced by a new run ({reason})")
     workflow = build(str(order.pk), task_ids, done, replaces)
     transaction.on_commit(lambda: publish(order, workflow))

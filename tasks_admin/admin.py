@@ -27,7 +27,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django_celery_results.models import TaskResult
 
-from . import console, services
+from . import console, services, subjects
 from .changelist import TaskChangeList
 from .console import Action, Offer, Outcome
 from .graph import render_svg
@@ -115,7 +115,6 @@ class TaskConsoleMixin:
     show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice over the whole table
     show_full_result_count = False
     list_per_page = 50
-    list_select_related = ("order",)
     # Each row links to its task from the "task" column: no second link Django would reverse,
     # then resolve again to carry the filters, for every row.
     list_display_links = None
@@ -133,12 +132,13 @@ class TaskConsoleMixin:
         "finished_at",
         "exception_type",
         "exception_message",
-        "order",
-        "order__number",
+        "subject_type",
+        "subject_id",
     )
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         return TaskChangeList
+
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -209,14 +209,15 @@ class TaskConsoleMixin:
             f"{name.rpartition('.')[2]}</a>"
         )
 
-    @admin.display(description="order")
-    def order_link(self, record: TaskRecord) -> str:
-        if not record.order_id or record.order is None:
+    @admin.display(description="about")
+    def subject_link(self, record: TaskRecord) -> str:
+        """What the task is about (an order, say), linked to its admin page."""
+        subject = record.subject
+        if subject is None:
             return "—"
-        return mark_safe(
-            f'<a href="{self._url("admin:orders_order_change", record.order_id)}" style="white-space:nowrap">'
-            f"{escape(record.order.number)}</a>"
-        )
+        label = escape(str(subject))
+        url = subjects.admin_url(subject)
+        return mark_safe(f'<a href="{url}" style="white-space:nowrap">{label}</a>' if url else label)
 
     def _url(self, name: str, pk) -> str:
         """reverse(name, args=[pk]), reversed once per page: fifty rows, up to three links each.
@@ -294,7 +295,7 @@ class TaskConsoleMixin:
             return HttpResponseNotAllowed(["POST"])
         if not allowed:
             raise PermissionDenied
-        record = get_object_or_404(TaskRecord.objects.select_related("order"), pk=object_id)
+        record = get_object_or_404(TaskRecord, pk=object_id)
         shown = record
         try:
             outcome = act(record, request.POST.get("reason", "").strip()[:500])
@@ -326,7 +327,7 @@ class TaskConsoleMixin:
     def _bulk(self, request: HttpRequest, queryset, act, verb: str) -> None:
         reason = request.POST.get("reason", "").strip()[:500]
         done, refused = 0, []
-        for record in queryset.select_related("order")[:500]:
+        for record in queryset[:500]:
             try:
                 act(record, reason)
                 done += 1
@@ -360,7 +361,7 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
         "row_actions",
         "state_badge",
         "task",
-        "order_link",
+        "subject_link",
         "queue",
         "worker",
         "runtime_display",
@@ -377,27 +378,32 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
         ("finished_at", admin.DateFieldListFilter),
     )
     search_fields = ("task_id",)  # the search box; get_search_results does the real work
-    search_help_text = "A task id (or a workflow's root id), an order number (SO-…), or a task's name."
+
+    @property
+    def search_help_text(self) -> str:
+        return ", ".join(["A task id (or a workflow's root id)", "a task's name", *subjects.hints()]) + "."
+
     actions = ("retry_selected", "revoke_selected", "terminate_selected")
 
     def get_search_results(self, request, queryset, search_term: str):
         term = search_term.strip().replace("\x00", "")
         if not term:
             return queryset, False
-        if term.upper().startswith("SO-"):
-            return queryset.filter(order__number=term.upper()), False
+        if found := subjects.search(term):  # an order number, say: what the apps register
+            return queryset.filter(subjects.any_of(found)), False
         names = [name for name in shop_task_names() if term.lower() in name.lower()]
         if names:
             return queryset.filter(task_name__in=names), False
         return queryset.filter(Q(task_id=term) | Q(root_id=term)), False
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        record = get_object_or_404(TaskRecord.objects.select_related("order", "retry_of", "resolved_by"), pk=object_id)
+        record = get_object_or_404(TaskRecord.objects.select_related("retry_of", "resolved_by"), pk=object_id)
         if not self.has_view_permission(request, record):
             raise PermissionDenied
         return TemplateResponse(request, "admin/tasks_admin/taskrecord/detail.html", self._detail(request, record))
 
     def _detail(self, request: HttpRequest, record: TaskRecord) -> dict:
+        subject = record.subject
         related = TaskRecord.objects.only("id", "task_id", "task_name", "state")
         graph = console.owner_of(record).graph(record)
         return {
@@ -418,6 +424,8 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
             "graph": render_svg(graph, highlight=record.task_id) if graph else None,
             "audit": list(record.actions.select_related("user")[:20]),
             "offers": self._offers(record, request),
+            "subject": subject,
+            "subject_url": subjects.admin_url(subject) if subject is not None else "",
             "action_url_prefix": "admin:tasks_admin_taskrecord_",
             "can_resolve": record.state == states.FAILURE
             and not record.resolved_at
@@ -451,7 +459,7 @@ class ErrorFilter(admin.SimpleListFilter):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
-    list_display = ("row_actions", "task", "exception_type", "error_message", "order_link", "finished", "attempts")
+    list_display = ("row_actions", "task", "exception_type", "error_message", "subject_link", "finished", "attempts")
     list_filter = (DeadLetterTaskFilter, ErrorFilter)
     actions = ("requeue_selected", "resolve_selected")
 
@@ -496,10 +504,14 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
 @admin.register(TaskAction)
 class TaskActionAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "kind", "user", "task_link", "order", "periodic_task_name", "reason")
+    list_display = ("created_at", "kind", "user", "task_link", "about", "periodic_task_name", "reason")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
-    list_select_related = ("user", "task", "order")
-    search_fields = ("=new_task_id", "=task__task_id", "=order__number", "user__username")
+    list_select_related = ("user", "task")
+    search_fields = ("=new_task_id", "=task__task_id", "user__username")
+
+    @admin.display(description="about")
+    def about(self, action: TaskAction) -> str:
+        return str(action.subject or "—")
 
     @admin.display(description="task")
     def task_link(self, action: TaskAction) -> str:

@@ -14,6 +14,8 @@ from django.contrib.admin.templatetags.admin_list import result_list
 from django.contrib.admin.views.main import ChangeList
 from django.utils.safestring import SafeString, mark_safe
 
+from . import subjects
+
 
 class TaskChangeList(ChangeList):
     """Selects the columns named by the admin's `list_columns`: a failed task's traceback,
@@ -22,6 +24,7 @@ class TaskChangeList(ChangeList):
     def get_results(self, request) -> None:
         self.queryset = self.queryset.only(*self.model_admin.list_columns)
         super().get_results(request)
+        subjects.attach(self.result_list)  # what each task is about, one query per kind
 
 
 def _cell(cl: ChangeList, record, name: str) -> str:

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,12 +19,13 @@ from typing import Any
 
 from celery import current_app, states
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
-from . import writebehind
+from . import subjects, writebehind
 from .models import PLANNED, SKIPPED, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -67,16 +67,6 @@ def _datetime(value: str | datetime | None) -> datetime | None:
     return parse_datetime(value)
 
 
-def _order_id(task_name: str, args: tuple) -> uuid.UUID | None:
-    index = getattr(current_app.tasks.get(task_name), "order_argument", None)
-    if index is None or len(args) <= index:
-        return None
-    try:
-        return uuid.UUID(str(args[index]))
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class PlannedTask:
     """A task of a canvas, recorded by its sender before the canvas is sent."""
@@ -84,7 +74,7 @@ class PlannedTask:
     task_id: str
     task_name: str
     args: list
-    order_id: uuid.UUID | None
+    subject: Model | None  # what the task is about (tasks_admin/subjects.py)
     root_id: str
     parent_id: str
     chord_id: str
@@ -112,8 +102,8 @@ def record_planned(tasks: Iterable[PlannedTask]) -> None:
                 root_id=task.root_id,
                 parent_id=task.parent_id,
                 chord_id=task.chord_id,
-                order_id=task.order_id,
                 sent_at=now,
+                **subjects.of_object(task.subject),
             )
         )
     TaskRecord.objects.bulk_create(records)
@@ -128,13 +118,12 @@ def skip(task_ids: Iterable[str], reason: str) -> int:
     )
 
 
-def unstarted(*, order_id, task_names: Iterable[str]) -> list[str]:
-    """Ids of an order's tasks of these names that are waiting or queued."""
-    return list(
-        TaskRecord.objects.filter(
-            order_id=order_id, task_name__in=list(task_names), state__in=(PLANNED, states.PENDING)
-        ).values_list("task_id", flat=True)
+def unstarted(subject: Model, task_names: Iterable[str]) -> list[str]:
+    """Ids of the tasks of these names about `subject` (an order's workflow) that are waiting or queued."""
+    waiting = TaskRecord.objects.about(subject).filter(
+        task_name__in=list(task_names), state__in=(PLANNED, states.PENDING)
     )
+    return list(waiting.values_list("task_id", flat=True))
 
 
 def settle(task_ids, state: str, note: str) -> int:
@@ -198,7 +187,7 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
             chord_id=((embed or {}).get("chord") or {}).get("options", {}).get("task_id") or "",
             eta=eta,
             expires=_datetime(headers.get("expires")),
-            order_id=_order_id(sender, args),
+            **subjects.of_task(sender, args),
             periodic_task_name=headers.get("periodic_task_name") or "",
             retry_of_id=TaskRecord.objects.filter(task_id=retry_of).values_list("pk", flat=True).first()
             if retry_of
@@ -235,7 +224,7 @@ def _unsent(name: str, args, kwargs, request, at) -> dict:
         "root_id": request.root_id or "",
         "parent_id": request.parent_id or "",
         "group_id": request.group or "",
-        "order_id": _order_id(name, tuple(args or ())),
+        **subjects.of_task(name, tuple(args or ())),
         "sent_at": at,
     }
 

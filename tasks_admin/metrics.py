@@ -20,8 +20,6 @@ from django.db.models.functions import RowNumber, Trunc
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
-from orders.selectors import stuck_orders
-
 from .models import TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -168,10 +166,6 @@ def queued_by_queue() -> dict[str, int]:
 
 def dead_letter_count() -> int:
     return TaskRecord.objects.dead_letters().count()
-
-
-def stuck_order_count(minutes: int) -> int:
-    return stuck_orders(minutes).count()
 
 
 def _finished_between(start: datetime, end: datetime) -> QuerySet[TaskRecord]:

@@ -1,13 +1,32 @@
 """Task history, the audit trail of what staff did to tasks, and the beat scheduler's lock."""
 
 from celery import states
+from django.apps import apps
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import connection, models
+from django.db.models import OuterRef, Q
+from django.db.models.functions import Cast
+
 
 # Not Celery states: a task of a canvas recorded by its sender before the canvas reaches it
 # (not in the broker yet), and a task that will not run, or ran and did nothing, because the
 # workflow it belongs to stopped or replaced it (`exception_message` says why).
+def subject_key(subject: models.Model | None = None, *, model: type[models.Model] | None = None, pk=None) -> str:
+    """A subject's key as the database stores it, as text: what `subject_id` holds, so that it
+    equals CAST(pk AS text) in SQL (a UUID with dashes on PostgreSQL, as 32 hex digits on SQLite)."""
+    model = model or type(subject)
+    value = model._meta.pk.to_python(subject.pk if subject is not None else pk)
+    return str(model._meta.pk.get_db_prep_value(value, connection))
+
+
+def subject_of(label: str, key: str) -> models.Model | None:
+    """The object a (subject_type, subject_id) pair points at, if it still exists."""
+    if not label or not key:
+        return None
+    from_label = apps.get_model(label)
+    return from_label._default_manager.filter(pk=from_label._meta.pk.to_python(key)).first()
+
+
 PLANNED = "PLANNED"
 SKIPPED = "SKIPPED"
 
@@ -23,14 +42,49 @@ TASK_STATES = [
 ]
 
 
+class AboutSubject(models.Model):
+    """What a record is about (an order, say), when its task names it (`subject_model`,
+    `subject_argument`: tasks_admin/subjects.py): a generic reference — the model's label and the
+    object's key as the database stores it, as text — so that this layer knows no app's models,
+    and a record never depends on a table of ids (content types) staying the same."""
+
+    subject_type = models.CharField(max_length=100, blank=True, help_text="app_label.model_name")
+    subject_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def subject(self) -> models.Model | None:
+        """What the record is about, or None (fetched for a page of records at once by subjects.attach)."""
+        if not hasattr(self, "_subject"):
+            self._subject = subject_of(self.subject_type, self.subject_id)
+        return self._subject
+
+
 class TaskRecordQuerySet(models.QuerySet):
+    def about(self, subject: models.Model) -> "TaskRecordQuerySet":
+        """The tasks about `subject` (e.g. an order's workflow)."""
+        return self.filter(subject_type=subject._meta.label_lower, subject_id=subject_key(subject))
+
+    def about_any(self, model: type[models.Model], pks) -> "TaskRecordQuerySet":
+        """The tasks about any of the `model` objects with these primary keys."""
+        keys = [subject_key(model=model, pk=pk) for pk in pks]
+        return self.filter(subject_type=model._meta.label_lower, subject_id__in=keys)
+
+    def about_outer(self, model: type[models.Model]) -> "TaskRecordQuerySet":
+        """In a subquery: the tasks about the outer query's row of `model`."""
+        return self.filter(
+            subject_type=model._meta.label_lower, subject_id=Cast(OuterRef("pk"), output_field=models.CharField())
+        )
+
     def dead_letters(self) -> "TaskRecordQuerySet":
         """Failed for good and not yet dealt with: retries exhausted or a permanent error,
         not an outcome the task declares (a declined card), not retried or resolved."""
         return self.filter(state=states.FAILURE, expected_failure=False, resolved_at__isnull=True)
 
 
-class TaskRecord(models.Model):
+class TaskRecord(AboutSubject):
     """Every task the shop sends: captured when it is published, followed until it ends.
 
     `args` and `kwargs` hold the arguments as Celery's JSON serializer encodes them,
@@ -53,15 +107,6 @@ class TaskRecord(models.Model):
     chord_id = models.CharField("chord callback id", max_length=255, blank=True)
     eta = models.DateTimeField(null=True, blank=True)
     expires = models.DateTimeField(null=True, blank=True)
-    # No database constraint: recording a task must never fail because its order is gone.
-    order = models.ForeignKey(
-        "orders.Order",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        db_constraint=False,
-        related_name="task_records",
-    )
     periodic_task_name = models.CharField(max_length=200, blank=True)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_as")
     sent_at = models.DateTimeField()
@@ -88,6 +133,7 @@ class TaskRecord(models.Model):
         ordering = ["-id"]
         verbose_name = "task"
         indexes = [
+            models.Index(fields=["subject_type", "subject_id"], name="taskrecord_subject"),
             models.Index(fields=["state", "-id"], name="taskrecord_state"),
             models.Index(fields=["task_name", "-id"], name="taskrecord_name"),
             models.Index(fields=["queue", "-id"], name="taskrecord_queue"),
@@ -107,6 +153,7 @@ class TaskRecord(models.Model):
         return f"{self.task_name}[{self.task_id}]"
 
 
+
 class DeadLetterManager(models.Manager.from_queryset(TaskRecordQuerySet)):
     def get_queryset(self) -> TaskRecordQuerySet:
         return super().get_queryset().dead_letters()
@@ -122,7 +169,7 @@ class DeadLetter(TaskRecord):
         verbose_name = "dead letter"
 
 
-class TaskAction(models.Model):
+class TaskAction(AboutSubject):
     """The audit trail: who did what to which task, when and why."""
 
     class Kind(models.TextChoices):
@@ -139,14 +186,6 @@ class TaskAction(models.Model):
     reason = models.TextField(blank=True)
     task = models.ForeignKey(TaskRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
     new_task_id = models.CharField(max_length=255, blank=True)
-    order = models.ForeignKey(
-        "orders.Order",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        db_constraint=False,
-        related_name="task_actions",
-    )
     periodic_task_name = models.CharField(max_length=200, blank=True)
 
     class Meta:
@@ -156,7 +195,7 @@ class TaskAction(models.Model):
             ("retry_task", "Can retry a failed or revoked task"),
             ("revoke_task", "Can revoke a queued task"),
             ("terminate_task", "Can terminate a running task"),
-            ("continue_workflow", "Can continue an order's workflow"),
+            ("continue_workflow", "Can continue a stopped workflow"),
             ("resolve_deadletter", "Can resolve a dead letter"),
             ("run_periodic_task", "Can run a periodic task now"),
         ]

@@ -15,6 +15,7 @@ from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from kombu.exceptions import OperationalError as BrokerError
 from kombu.utils.json import loads as json_loads
 
+from . import subjects
 from .history import RETRY_OF_HEADER, decode_arguments
 from .models import TaskAction, TaskRecord
 
@@ -92,7 +93,7 @@ def audit(
     *,
     message: str,
     new_task_id: str = "",
-    order_id=None,
+    subject: models.Model | None = None,
     target: models.Model | None = None,
     periodic_task_name: str = "",
 ) -> TaskAction:
@@ -110,7 +111,11 @@ def audit(
         reason=reason,
         task=record,
         new_task_id=new_task_id,
-        order_id=order_id or (record.order_id if record else None),
+        **(
+            subjects.of_object(subject)
+            if subject is not None or record is None
+            else {"subject_type": record.subject_type, "subject_id": record.subject_id}
+        ),
         periodic_task_name=periodic_task_name,
     )
 

@@ -24,7 +24,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Model
 
 from tasks_admin.sql import db_value
@@ -57,7 +57,7 @@ class Table:
         (best effort: an error is logged, and a caller's transaction stays usable)."""
         if not _batching():
             try:
-                with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                with _savepoint():
                     self.write({key: fields})
             except (DatabaseError, InterfaceError):
                 logger.warning("Could not write a %s record", self.name, exc_info=True)
@@ -160,14 +160,36 @@ def flush() -> None:
             if not rows:
                 continue
             try:
-                table.write(rows)
-            except (DatabaseError, InterfaceError) as exc:
+                table.write(rows)  # in autocommit: the flusher thread has no transaction of its own
+            except (OperationalError, InterfaceError) as exc:  # the database is away: later
                 logger.warning("Could not write %d %s records (retried shortly): %s", len(rows), table.name, exc)
                 connection.close()  # reconnect on the next attempt
                 with _lock:
                     table._restore(rows)
+            except DatabaseError:  # a row the database refuses would block the batch for ever: one by one
+                _write_one_by_one(table, rows)
             except Exception:  # a bug: these records are lost, the flusher carries on with the next
                 logger.exception("Could not write %d %s records; dropped them", len(rows), table.name)
+
+
+def _write_one_by_one(table: "Table", rows: Rows) -> None:
+    """Write each row of a refused batch on its own, dropping (and logging) those refused again
+    (tests/unit/test_writebehind.py)."""
+    for key, fields in rows.items():
+        try:
+            with _savepoint():
+                table.write({key: fields})
+        except (OperationalError, InterfaceError):
+            connection.close()
+            with _lock:
+                table._restore({key: fields})
+        except DatabaseError:
+            logger.exception("Could not write the %s record %s; dropped it", table.name, key)
+
+
+def _savepoint():
+    """A failed write leaves a caller's transaction usable; in autocommit (the flusher) it costs nothing."""
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
 def _batching() -> bool:
@@ -199,4 +221,3 @@ def start_batching(task=None, **kwargs) -> None:
 def flush_on_exit(**kwargs) -> None:
     if _batching():
         flush()
-

@@ -726,7 +726,7 @@ def test_a_settled_step_shows_its_outcome_not_a_stale_run(client):
     order = Order.objects.get(pk=order_id)
     reach(order, Order.Status.CANCELLED)
     WorkflowStep.objects.filter(order=order).update(state="SKIPPED", error="not run: order cancelled")
-    TaskRecord.objects.filter(order=order).update(state="STARTED")
+    TaskRecord.objects.about(order).update(state="STARTED")
 
     body = client.get(f"{ORDERS_URL}{order_id}/").json()
 

@@ -67,9 +67,9 @@ def test_the_order_page_draws_the_workflow_with_each_steps_state(browser_page, l
     sms_gateway.script(400)  # the SMS gateway refuses: a dead letter, the order stays confirmed
     response = live_server_client_post(live_server.url, order_payload((make_product(), 1)))
     order = Order.objects.get(pk=response["id"])
-    sms = TaskRecord.objects.filter(order=order, task_name="orders.tasks.send_confirmation_sms")
+    sms = TaskRecord.objects.about(order).filter(task_name="orders.tasks.send_confirmation_sms")
     wait_for(lambda: sms.filter(state=states.FAILURE).exists(), message="the SMS refused")
-    wait_for(lambda: TaskRecord.objects.filter(order=order, state=states.SUCCESS).count() >= 5, message="records")
+    wait_for(lambda: TaskRecord.objects.about(order).filter(state=states.SUCCESS).count() >= 5, message="records")
     assert Order.objects.get(pk=order.pk).status == Order.Status.CONFIRMED
 
     log_in(page, live_server.url)

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from orders.checkout import Customer, place_order
+from tasks_admin import subjects
 from tasks_admin.admin import CappedCountPaginator
 from tasks_admin.models import TaskAction, TaskRecord
 from tests.factories import GOOD_CARD, make_product
@@ -153,7 +154,7 @@ def test_search_by_task_id_order_number_and_task_name(admin_client):
         items=[(product.sku, 1)],
         card_number=GOOD_CARD,
     )
-    mine = make_record(order=order)
+    mine = make_record(**subjects.of_object(order))
     make_record(name="orders.tasks.record_sales")
     other = make_record(name="orders.tasks.charge_payment")
 
@@ -163,7 +164,7 @@ def test_search_by_task_id_order_number_and_task_name(admin_client):
         return {r.pk for r in response.context["cl"].result_list}
 
     # The checkout recorded the order's six workflow tasks too.
-    of_order = set(TaskRecord.objects.filter(order=order).values_list("pk", flat=True))
+    of_order = set(TaskRecord.objects.about(order).values_list("pk", flat=True))
     charges = set(TaskRecord.objects.filter(task_name="orders.tasks.charge_payment").values_list("pk", flat=True))
     assert len(of_order) == 7 and mine.pk in of_order and other.pk in charges and len(charges) == 2
     assert found(mine.task_id) == {mine.pk}

@@ -82,7 +82,12 @@ class OrderRules(RuleBasedStateMachine):
 
     @rule(order_id=orders, task=st.sampled_from(WORKFLOW_TASKS), action=st.sampled_from(list(console.Action)))
     def console_action(self, order_id: str | None, task: str, action: console.Action):
-        record = TaskRecord.objects.filter(order_id=order_id, task_name=f"orders.tasks.{task}").order_by("-id").first()
+        record = (
+            TaskRecord.objects.about_any(Order, [order_id])
+            .filter(task_name=f"orders.tasks.{task}")
+            .order_by("-id")
+            .first()
+        )
         if record is None:
             return
         try:

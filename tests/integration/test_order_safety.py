@@ -51,7 +51,7 @@ def place(client: Client, payload: dict) -> Order:
 
 
 def record(order: Order, task: str, *states_: str) -> TaskRecord | None:
-    records = TaskRecord.objects.filter(order=order, task_name=f"orders.tasks.{task}")
+    records = TaskRecord.objects.about(order).filter(task_name=f"orders.tasks.{task}")
     return records.filter(state__in=states_).first() if states_ else records.last()
 
 
@@ -92,7 +92,7 @@ def settled(order: Order) -> bool:
     return (
         status(order) in (*Order.FINAL_STATUSES, Order.Status.ON_HOLD)
         and not order.steps.filter(state=WorkflowStep.State.PENDING).exists()
-        and not TaskRecord.objects.filter(order=order, state__in=(*UNSTARTED, states.STARTED)).exists()
+        and not TaskRecord.objects.about(order).filter(state__in=(*UNSTARTED, states.STARTED)).exists()
     )
 
 
@@ -117,7 +117,7 @@ def test_revoking_a_queued_charge_cancels_the_order_and_the_recovery_job_never_c
     assert not DemoGatewayCharge.objects.exists() and not Shipment.objects.exists()
     assert Product.objects.get(pk=product.pk).stock == 3
     assert TaskRecord.objects.get(pk=charge.pk).state == states.REVOKED
-    others = TaskRecord.objects.filter(order=order).exclude(pk=charge.pk)
+    others = TaskRecord.objects.about(order).exclude(pk=charge.pk)
     assert set(others.values_list("state", flat=True)) == {SKIPPED}
     event = OrderEvent.objects.get(order=order, kind="cancel")
     assert (event.actor, event.note) == ("staff:safety", "it was cancelled by our staff.")
@@ -213,7 +213,7 @@ def test_a_declined_order_shows_nothing_queued_once_its_error_callback_ran(worke
     wait_for(lambda: record(order, "handle_order_failure", states.SUCCESS), message="the error callback ran")
     wait_for(lambda: settled(order), message="settled")
 
-    assert not TaskRecord.objects.filter(order=order, state__in=UNSTARTED).exists()
+    assert not TaskRecord.objects.about(order).filter(state__in=UNSTARTED).exists()
     steps = client.get(f"/api/orders/{order.pk}/").json()["steps"]
     assert [(s["name"], s["state"]) for s in steps] == [
         ("charge_payment", "FAILURE"),
@@ -246,7 +246,7 @@ def test_a_refused_sms_is_sent_to_the_corrected_number_when_staff_requeue_it(wor
     payload = order_payload((make_product(), 1))
     sms_gateway.refuse(payload["customer"]["phone"])
     order = place(client, payload)
-    letter = wait_for(lambda: DeadLetter.objects.filter(order=order).first(), message="the refused SMS dead-lettered")
+    letter = wait_for(lambda: DeadLetter.objects.about(order).first(), message="the refused SMS dead-lettered")
     assert status(order) == Order.Status.CONFIRMED
 
     new_phone = "+442071838750"
@@ -260,7 +260,7 @@ def test_a_refused_sms_is_sent_to_the_corrected_number_when_staff_requeue_it(wor
 
     wait_for(lambda: Notification.objects.get(order=order, channel="sms").status == "sent", message="sent")
     assert [r.to for r in sms_gateway.accepted()] == [new_phone]  # the gateway was called afresh
-    assert not DeadLetter.objects.filter(order=order).exists()
+    assert not DeadLetter.objects.about(order).exists()
     event = OrderEvent.objects.get(order=order, kind="contact_changed")
     assert event.changes == {"phone": [payload["customer"]["phone"], new_phone]} and event.user == staff
 
@@ -271,7 +271,7 @@ def test_requeueing_an_sms_that_ran_out_of_retries_sends_it_and_the_order_stays_
     sms_gateway.script(*[503] * (settings.TASK_MAX_RETRIES + 1))
     payload = order_payload((make_product(), 1))
     order = place(client, payload)
-    letter = wait_for(lambda: DeadLetter.objects.filter(order=order).first(), timeout=60, message="retries exhausted")
+    letter = wait_for(lambda: DeadLetter.objects.about(order).first(), timeout=60, message="retries exhausted")
 
     client.post(reverse("admin:tasks_admin_deadletter_retry", args=[letter.pk]))
 
@@ -297,6 +297,6 @@ def test_a_parallel_step_that_fails_for_good_runs_the_error_callback_once(worker
         wait_for(lambda: settled(order), message="the order held")
     wait_for(lambda: record(order, "handle_order_failure", states.SUCCESS), message="the error callback ran")
     # The chord fails at once (tasks_admin/backend.py); its error callback is not called again for it.
-    wait_for(lambda: TaskRecord.objects.get(order=order, task_name="orders.tasks.record_sales").finished_at)
+    wait_for(lambda: TaskRecord.objects.about(order).get(task_name="orders.tasks.record_sales").finished_at)
     assert status(order) == Order.Status.ON_HOLD
-    assert TaskRecord.objects.filter(order=order, task_name="orders.tasks.handle_order_failure").count() == 1
+    assert TaskRecord.objects.about(order).filter(task_name="orders.tasks.handle_order_failure").count() == 1

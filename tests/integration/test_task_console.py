@@ -14,7 +14,7 @@ from kombu.utils.json import loads
 
 from orders.models import DemoGatewayCharge, Order
 from shop.models import Product
-from tasks_admin.models import DeadLetter, TaskAction, TaskRecord
+from tasks_admin.models import DeadLetter, TaskAction, TaskRecord, subject_key
 from tests.factories import DECLINED_CARD, make_product, order_payload
 from tests.fakes import switches
 from tests.fakes import tasks as fake_tasks
@@ -42,9 +42,9 @@ def record_in_state(task_id: str, *wanted: str) -> TaskRecord | None:
 
 def test_each_task_of_an_order_is_recorded_with_its_canvas_links_and_outcome(worker, client):
     order = place(client, order_payload((make_product(), 1)))
-    wait_for(lambda: TaskRecord.objects.filter(order=order, state=states.SUCCESS).count() == 6, message="6 tasks")
+    wait_for(lambda: TaskRecord.objects.about(order).filter(state=states.SUCCESS).count() == 6, message="6 tasks")
 
-    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.filter(order=order)}
+    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.about(order)}
     assert sorted(records) == sorted(WORKFLOW_TASKS)
     charge = records["charge_payment"]
     assert charge.args == [str(order.pk)] and charge.root_id == charge.task_id and charge.queue == "orders"
@@ -115,7 +115,7 @@ def test_continue_workflow_reruns_the_failed_step_and_the_rest_only(worker, clie
     old = {step.name: step for step in order.steps.all()}
     assert old["create_shipment"].state == states.FAILURE
     # Staff continue once they see the dead letter (recorded just after the failure callback was sent).
-    wait_for(lambda: DeadLetter.objects.filter(order=order).exists(), message="the shipment's dead letter")
+    wait_for(lambda: DeadLetter.objects.about(order).exists(), message="the shipment's dead letter")
 
     response = client.post(reverse("admin:orders_order_continue", args=[order.pk]), {"reason": "warehouse back"})
     assert response.status_code == 302
@@ -133,8 +133,10 @@ def test_continue_workflow_reruns_the_failed_step_and_the_rest_only(worker, clie
     assert len(confirmations) == 1
     product.refresh_from_db()
     assert (product.stock, product.units_sold) == (1, 2)
-    assert TaskAction.objects.filter(kind=TaskAction.Kind.CONTINUE_WORKFLOW, order=order, user=staff).exists()
-    assert not DeadLetter.objects.filter(order=order).exists()
+    assert TaskAction.objects.filter(
+        kind=TaskAction.Kind.CONTINUE_WORKFLOW, subject_id=subject_key(order), user=staff
+    ).exists()
+    assert not DeadLetter.objects.about(order).exists()
 
 
 def test_a_declined_card_is_an_outcome_not_a_dead_letter_but_a_refused_sms_is(worker, client, sms_gateway):
@@ -145,12 +147,11 @@ def test_a_declined_card_is_an_outcome_not_a_dead_letter_but_a_refused_sms_is(wo
     wait_for(lambda: Order.objects.get(pk=declined.pk).status == Order.Status.CANCELLED, message="declined")
     # A task's failure is recorded just after its failure callback was sent, which may stop the order first.
     charge = wait_for(
-        lambda: TaskRecord.objects.filter(
-            order=declined, task_name="orders.tasks.charge_payment", state=states.FAILURE
+        lambda: TaskRecord.objects.about(declined).filter(task_name="orders.tasks.charge_payment", state=states.FAILURE
         ).first(),
         message="the charge's failure recorded",
     )
-    wait_for(lambda: DeadLetter.objects.filter(order=refused).exists(), message="the SMS's dead letter")
+    wait_for(lambda: DeadLetter.objects.about(refused).exists(), message="the SMS's dead letter")
 
     assert charge.expected_failure
     letters = list(DeadLetter.objects.all())

@@ -336,7 +336,9 @@ class Stack:
             if time.monotonic() > deadline:
                 statuses = Counter(Order.objects.filter(pk__in=order_ids).values_list("status", flat=True))
                 unsent = Counter(
-                    Notification.objects.filter(order_id__in=order_ids, status="pending").values_list("channel", flat=True)
+                    Notification.objects.filter(order_id__in=order_ids, status="pending").values_list(
+                        "channel", flat=True
+                    )
                 )
                 raise AssertionError(
                     f"{open_orders} orders not final after {timeout}s ({dict(statuses)}; messages pending: "

@@ -117,8 +117,8 @@ def test_orders_complete_after_postgresql_is_unreachable_for_10_seconds(make_sta
     by_number: dict[int, list[float]] = defaultdict(list)
     for retry in retries:
         by_number[retry.number].append(retry.countdown)
-    resent = TaskRecord.objects.filter(order_id__in=order_ids, retry_of__isnull=False)
-    recovered = resent.values("order_id").distinct().count()
+    resent = TaskRecord.objects.about_any(Order, order_ids).filter(retry_of__isnull=False)
+    recovered = resent.values("subject_id").distinct().count()
     # Orders whose confirmation ran under a task id the recovery sent: the ones it finished.
     finished_by_recovery = WorkflowStep.objects.filter(
         order_id__in=order_ids, name="confirm_order", task_id__in=resent.values("task_id")

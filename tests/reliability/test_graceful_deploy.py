@@ -39,7 +39,7 @@ def exit_time(process: subprocess.Popen) -> float:
 def message_task(order_ids: list[str], name: str, **customer: str) -> TaskRecord:
     """The task `name` of the order placed by the customer with these contact details."""
     order = Order.objects.get(pk__in=order_ids, **customer)
-    return TaskRecord.objects.get(order=order, task_name=f"orders.tasks.{name}")
+    return TaskRecord.objects.about(order).get(task_name=f"orders.tasks.{name}")
 
 
 def test_a_deploy_lets_running_steps_finish_or_hands_them_back_and_loses_nothing(

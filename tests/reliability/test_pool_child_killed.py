@@ -1,5 +1,7 @@
 """2. A pool child killed the OOM killer's way: redelivered a bounded number of times, then a dead letter."""
 
+from uuid import UUID
+
 from celery import states
 
 from orders.models import Order
@@ -35,9 +37,10 @@ def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_
     poisoned = [o for name, o in by_name.items() if name.startswith("POISON")]
     killed_once = [o for name, o in by_name.items() if name.startswith("KILLONCE")]
     sms_records = {
-        r.order_id: r for r in TaskRecord.objects.filter(order_id__in=order_ids, task_name__endswith="confirmation_sms")
+        UUID(r.subject_id): r
+        for r in TaskRecord.objects.about_any(Order, order_ids).filter(task_name__endswith="confirmation_sms")
     }
-    letters = DeadLetter.objects.filter(order_id__in=[o.pk for o in poisoned])
+    letters = DeadLetter.objects.about_any(Order, [o.pk for o in poisoned])
     runs = sorted(sms_records[o.pk].attempts for o in poisoned)
     record(
         "2. pool child killed (OOM)",

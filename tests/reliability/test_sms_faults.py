@@ -2,13 +2,15 @@
 only once the client has timed out (the message was delivered all the same), then it rate-limits
 with 429 and Retry-After. One number per phase is refused with a 400.
 
-Every SMS must be delivered exactly once or end as a dead letter (its order confirmed all the same): 5xx, timeouts and 429 are
-retried (429 no sooner than Retry-After), the Idempotency-Key turns the retry of a message
-that timed out into a repeat the gateway does not deliver again, and a 4xx is not retried.
+Every SMS must be delivered exactly once or end as a dead letter, its order confirmed all the
+same: 5xx, timeouts and 429 are retried (429 no sooner than Retry-After), the Idempotency-Key
+turns the retry of a message that timed out into a repeat the gateway does not deliver again,
+and a 4xx is not retried.
 """
 
 from collections import defaultdict
 from collections.abc import Callable
+from uuid import UUID
 
 from notifications.models import Notification
 from orders.models import Order
@@ -65,7 +67,9 @@ def test_every_sms_is_sent_once_or_dead_lettered_through_provider_faults(make_st
     order_ids = [order_id for ids in placed.values() for order_id in ids]
     audit = stack.audit(order_ids)
     orders = {str(order.pk): order for order in Order.objects.filter(pk__in=order_ids)}
-    dead = {str(d.order_id): d for d in DeadLetter.objects.filter(task_name=SMS_TASK, order_id__in=order_ids)}
+    dead = {
+        str(UUID(d.subject_id)): d for d in DeadLetter.objects.about_any(Order, order_ids).filter(task_name=SMS_TASK)
+    }
     sent = {n.order_id: n for n in Notification.objects.filter(order_id__in=order_ids, channel="sms")}
     phone_phase = {orders[order_id].phone: phase for phase, ids in placed.items() for order_id in ids}
     requests = gateway.received()

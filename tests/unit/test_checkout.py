@@ -243,7 +243,7 @@ def test_place_order_creates_the_four_fulfilment_steps_in_order_with_distinct_ta
 def test_place_order_records_the_charge_as_queued_and_the_rest_of_the_workflow_as_waiting():
     order = place([(make_product().sku, 1)])
 
-    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.filter(order=order)}
+    records = {r.task_name.rpartition(".")[2]: r for r in TaskRecord.objects.about(order)}
 
     assert sorted(records) == sorted(WORKFLOW_TASKS)
     assert {name: r.state for name, r in records.items()} == {
@@ -314,4 +314,4 @@ def test_a_workflow_the_broker_could_not_take_leaves_no_task_in_the_history(
     assert Order.objects.get(pk=order.pk).status == Order.Status.PENDING
     assert stock_of(mug) == [4]
     # ...but nothing of a workflow that was never sent shows in the task console.
-    assert list(TaskRecord.objects.filter(order=order).values_list("task_name", "state")) == []
+    assert list(TaskRecord.objects.about(order).values_list("task_name", "state")) == []

@@ -14,6 +14,7 @@ from orders import lifecycle, maintenance, services
 from orders.checkout import Customer, place_order
 from orders.models import Order, OrderEvent, WorkflowStep
 from shop.models import Product
+from tasks_admin import subjects
 from tasks_admin.errors import TransientProviderError
 from tasks_admin.models import SKIPPED, TaskRecord
 from tests.factories import GOOD_CARD, make_product, reach
@@ -49,7 +50,7 @@ def age(order: Order, minutes: int) -> Order:
     """As if it was placed, last moved, and its tasks last sent `minutes` ago."""
     then = timezone.now() - timedelta(minutes=minutes)
     Order.objects.filter(pk=order.pk).update(created_at=then, updated_at=then)
-    TaskRecord.objects.filter(order=order).update(sent_at=then)
+    TaskRecord.objects.about(order).update(sent_at=then)
     return order
 
 
@@ -229,7 +230,7 @@ def test_a_cancellation_email_that_failed_transiently_is_sent_again_by_the_recov
 
 def test_a_stuck_order_has_its_whole_workflow_sent_again_with_new_task_ids(django_capture_on_commit_callbacks):
     order = placed(make_product(), minutes_ago=11)
-    old_ids = list(TaskRecord.objects.filter(order=order).values_list("task_id", flat=True))
+    old_ids = list(TaskRecord.objects.about(order).values_list("task_id", flat=True))
 
     with django_capture_on_commit_callbacks() as callbacks:
         resent = maintenance.recover_stuck_workflows()
@@ -269,7 +270,7 @@ def test_an_order_whose_charge_worker_died_at_the_gateway_is_charged_again_not_c
 
 
 def started_lately(order: Order) -> None:
-    TaskRecord.objects.filter(order=order, task_name="orders.tasks.charge_payment").update(
+    TaskRecord.objects.about(order).filter(task_name="orders.tasks.charge_payment").update(
         state=states.STARTED, started_at=timezone.now() - timedelta(minutes=2)
     )
 
@@ -280,7 +281,10 @@ def started_lately(order: Order) -> None:
         pytest.param(started_lately, Status.PENDING, id="started-lately"),
         pytest.param(
             lambda order: TaskRecord.objects.create(
-                task_id="t-1", task_name="orders.tasks.charge_payment", order=order, sent_at=timezone.now()
+                task_id="t-1",
+                task_name="orders.tasks.charge_payment",
+                sent_at=timezone.now(),
+                **subjects.of_object(order),
             ),
             Status.PENDING,
             id="sent-again-lately",

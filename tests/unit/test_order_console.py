@@ -13,9 +13,9 @@ from orders import lifecycle, services, workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, OrderEvent, WorkflowStep
 from shop.models import Product
-from tasks_admin import console
+from tasks_admin import console, subjects
 from tasks_admin.console import Action
-from tasks_admin.models import PLANNED, SKIPPED, TaskAction, TaskRecord
+from tasks_admin.models import PLANNED, SKIPPED, TaskAction, TaskRecord, subject_key
 from tasks_admin.services import ActionRefused
 from tests.factories import GOOD_CARD, make_product, reach
 
@@ -114,13 +114,17 @@ def record_of(order: Order, task_name: str, run_state: str) -> TaskRecord:
     """The order's run of `task_name` (the error callback's made up: the checkout records the rest)."""
     if task_name == ON_ERROR:
         record = TaskRecord.objects.create(
-            task_id=str(uuid.uuid4()), task_name=ON_ERROR, args=[str(order.pk)], order=order, sent_at=timezone.now()
+            task_id=str(uuid.uuid4()),
+            task_name=ON_ERROR,
+            args=[str(order.pk)],
+            sent_at=timezone.now(),
+            **subjects.of_object(order),
         )
     else:
-        record = TaskRecord.objects.get(order=order, task_name=task_name)
+        record = TaskRecord.objects.about(order).get(task_name=task_name)
     state, _, resolved = run_state.partition("/")
     TaskRecord.objects.filter(pk=record.pk).update(state=state, resolved_at=timezone.now() if resolved else None)
-    return TaskRecord.objects.select_related("order").get(pk=record.pk)
+    return TaskRecord.objects.get(pk=record.pk)
 
 
 def snapshot(order: Order, product: Product) -> dict:
@@ -134,7 +138,7 @@ def snapshot(order: Order, product: Product) -> dict:
             Notification.objects.filter(order=order).values_list("idempotency_key", "status", "recipient")
         ),
         "events": OrderEvent.objects.filter(order=order).count(),
-        "tasks": list(TaskRecord.objects.filter(order=order).order_by("pk").values_list("state", "resolved_at")),
+        "tasks": list(TaskRecord.objects.about(order).order_by("pk").values_list("state", "resolved_at")),
         "actions": TaskAction.objects.count(),
     }
 
@@ -237,7 +241,7 @@ def test_retrying_a_failed_step_of_an_order_on_hold_continues_the_order(staff_us
     assert Order.objects.get(pk=order.pk).status == Status.PAID
     assert len(sent) == 1  # the rest of the workflow
     assert TaskRecord.objects.get(pk=record.pk).resolved_at is not None  # dealt with: not a dead letter
-    assert TaskAction.objects.filter(kind=TaskAction.Kind.CONTINUE_WORKFLOW, order=order).exists()
+    assert TaskAction.objects.filter(kind=TaskAction.Kind.CONTINUE_WORKFLOW, subject_id=subject_key(order)).exists()
 
 
 def test_retrying_the_failed_charge_of_a_failed_order_reserves_its_stock_and_charges_again(

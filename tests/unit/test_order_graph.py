@@ -48,7 +48,7 @@ def test_a_new_order_shows_its_charge_queued_and_the_rest_waiting():
     assert graph.chords == [["create_shipment", "record_sales"]]
     assert drawn(order) == {name: states.PENDING if name == "charge_payment" else PLANNED for name in WORKFLOW_TASKS}
     assert {node.task_id for node in graph.nodes} == set(
-        TaskRecord.objects.filter(order=order).values_list("task_id", flat=True)
+        TaskRecord.objects.about(order).values_list("task_id", flat=True)
     )
 
 
@@ -65,7 +65,7 @@ def test_a_steps_recorded_outcome_wins_over_a_run_record_a_dead_worker_left_runn
     order = place()
     for step in (services.charge_payment, services.create_shipment, services.record_sales, services.confirm_order):
         step(str(order.pk))
-    TaskRecord.objects.filter(order=order).update(state=states.STARTED)
+    TaskRecord.objects.about(order).update(state=states.STARTED)
 
     states_drawn = drawn(order)
 

@@ -505,7 +505,7 @@ def test_staff_cancel_a_pending_order_stock_released_unrun_tasks_marked_customer
     assert (order.status, order.failure_reason) == (Status.CANCELLED, "you asked us to.")
     assert stock_of(product) == 5
     assert set(step_states(order).values()) == {State.SKIPPED}
-    assert set(TaskRecord.objects.filter(order=order).values_list("state", flat=True)) == {SKIPPED}
+    assert set(TaskRecord.objects.about(order).values_list("state", flat=True)) == {SKIPPED}
     assert deliveries == [f"order:{order.pk}:cancelled:email"]
     event = OrderEvent.objects.get(order=order)
     assert (event.kind, event.from_status, event.to_status, event.actor, event.user) == (
@@ -572,7 +572,7 @@ def test_continuing_a_failed_order_reserves_its_stock_again_and_sends_its_charge
     product = make_product(stock=5)
     order = place((product, 2))
     old_charge = order.steps.get(name="charge_payment").task_id
-    old_run = list(TaskRecord.objects.filter(order=order).values_list("task_id", flat=True))
+    old_run = list(TaskRecord.objects.about(order).values_list("task_id", flat=True))
     fail_step(order, "charge_payment")
     with django_capture_on_commit_callbacks(execute=True):
         services.stop_after_failure(str(order.pk))

@@ -129,6 +129,32 @@ def test_a_batch_the_database_refused_is_written_by_the_next_flush(batching, mon
         writebehind._tables.remove(runs)
 
 
+@pytest.mark.django_db(transaction=True)  # in autocommit, as the flusher thread writes
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_of_its_batch_is_written(batching):
+    """A refused row (a constraint) would otherwise block the whole table's batches for ever."""
+    record("good")
+    refused = TaskRecord.objects.create(task_id="refused", task_name="t", sent_at=timezone.now())
+
+    def write(rows):
+        for key in rows:
+            if key == "refused":
+                TaskRecord.objects.create(task_id="good", task_name="t", sent_at=timezone.now())  # unique: refused
+        writebehind.update_rows(TaskRecord, ("task_id",), rows, ("attempts",))
+
+    runs = writebehind.Table("test runs", write, ("attempts",))
+    try:
+        runs.put("good", state=states.SUCCESS, attempts=1)
+        runs.put("refused", state=states.SUCCESS, attempts=1)
+        writebehind.flush()
+        writebehind.flush()  # nothing left over to retry
+
+        assert TaskRecord.objects.get(task_id="good").state == states.SUCCESS
+        assert TaskRecord.objects.get(pk=refused.pk).state == states.PENDING
+        assert runs._rows == {}
+    finally:
+        writebehind._tables.remove(runs)
+
+
 def test_outside_a_worker_every_record_is_written_at_once():
     record("t4")
     runs = history_table()
