@@ -37,4 +37,3 @@ app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
 # Every Celery setting lives in settings/celery.py as CELERY_<NAME>.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-

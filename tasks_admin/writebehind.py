@@ -199,4 +199,3 @@ def start_batching(task=None, **kwargs) -> None:
 def flush_on_exit(**kwargs) -> None:
     if _batching():
         flush()
-

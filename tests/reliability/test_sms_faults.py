@@ -2,9 +2,10 @@
 only once the client has timed out (the message was delivered all the same), then it rate-limits
 with 429 and Retry-After. One number per phase is refused with a 400.
 
-Every SMS must be delivered exactly once or end as a dead letter (its order confirmed all the same): 5xx, timeouts and 429 are
-retried (429 no sooner than Retry-After), the Idempotency-Key turns the retry of a message
-that timed out into a repeat the gateway does not deliver again, and a 4xx is not retried.
+Every SMS must be delivered exactly once or end as a dead letter (its order confirmed all the
+same): 5xx, timeouts and 429 are retried (429 no sooner than Retry-After), the Idempotency-Key
+turns the retry of a message that timed out into a repeat the gateway does not deliver again,
+and a 4xx is not retried.
 """
 
 from collections import defaultdict
