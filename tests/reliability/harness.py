@@ -23,8 +23,8 @@ from pathlib import Path
 import redis
 from django.db import close_old_connections
 
+from benchmarks.stack import Process as LoggedProcess
 from shop import embedded_redis
-from shop.benchmarks.stack import Process as LoggedProcess
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
 from tests.processes import WorkerProcess
@@ -336,7 +336,9 @@ class Stack:
             if time.monotonic() > deadline:
                 statuses = Counter(Order.objects.filter(pk__in=order_ids).values_list("status", flat=True))
                 unsent = Counter(
-                    Notification.objects.filter(order_id__in=order_ids, status="pending").values_list("channel", flat=True)
+                    Notification.objects.filter(order_id__in=order_ids, status="pending").values_list(
+                        "channel", flat=True
+                    )
                 )
                 raise AssertionError(
                     f"{open_orders} orders not final after {timeout}s ({dict(statuses)}; messages pending: "

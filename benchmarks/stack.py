@@ -19,7 +19,7 @@ import redis
 from shop import embedded_redis
 from shop.celery import app as celery_app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
