@@ -231,8 +231,8 @@ def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
     query_count = len(queries)  # now: the next request clears the connection's query log
     for _ in range(WARMUPS - 1):
         get()
-    samples = percentiles([get() * 1000 for _ in range(runs)])
-    return Timing(round(samples["p50"], 1), round(samples["p95"], 1), query_count)
+    milliseconds = percentiles([get() * 1000 for _ in range(runs)])
+    return Timing(round(milliseconds["p50"], 1), round(milliseconds["p95"], 1), query_count)
 
 
 def measure_pages(runs: int, log: Log) -> list[PageResult]:
