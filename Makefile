@@ -36,14 +36,14 @@ test-reliability: $(BIN)/.installed
 	$(BIN)/pytest -m reliability tests/reliability
 	$(BIN)/python -m tests.reliability.report
 
-# Performance, each figure next to its baseline in the same run (shop/benchmarks/); writes
+# Performance, each figure next to its baseline in the same run (benchmarks/); writes
 # docs/benchmarks.json and docs/benchmarks.svg. Needs PostgreSQL for the figures that matter.
 bench: $(BIN)/.installed
-	$(BIN)/python manage.py bench --json docs/benchmarks.json --chart docs/benchmarks.svg
+	$(BIN)/python -m benchmarks --json docs/benchmarks.json --chart docs/benchmarks.svg
 
 # The same in under 2 minutes, smaller (CI, checking a change); writes under var/.
 bench-quick: $(BIN)/.installed
-	$(BIN)/python manage.py bench --quick --json var/bench-quick.json --chart var/bench-quick.svg
+	$(BIN)/python -m benchmarks --quick --json var/bench-quick.json --chart var/bench-quick.svg
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

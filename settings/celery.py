@@ -81,7 +81,7 @@ CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True  # also hands back held ETA/re
 
 # Celery's Django fixup closes every database connection before and after each task unless
 # DB_REUSE_MAX is set: a new PostgreSQL connection (and server process) per task, 11% of a
-# worker's time in the benchmark's profile (`python manage.py bench`). Never close them by
+# worker's time in the benchmark's profile (`python -m benchmarks`). Never close them by
 # count; Django's own policy (CONN_MAX_AGE, health checks, a connection that raised) applies
 # after each task instead, as after a request (shop/celery.py).
 CELERY_DB_REUSE_MAX = math.inf

@@ -7,6 +7,9 @@ Run it in the foreground with `python -m shop.embedded_redis` (make run does).
 Its socket, its folder and the append-only file (every queued task message) are its
 user's only: the folder is made private (settings.env.private_dir) and the server runs
 with umask 077 however it is started (tests/security/test_local_files.py).
+
+`start_on_port` is the throwaway variant on a loopback TCP port, without persistence, for the
+processes that need a broker of their own: the benchmarks and the failure-injection suite.
 """
 
 import os
@@ -51,22 +54,31 @@ def broker_url(socket_path: Path) -> str:
     return f"redis+socket://{socket_path}"
 
 
-def wait_until_ready(socket_path: Path, timeout: float = 10.0) -> None:
+def wait_until_ready(client: redis.Redis, where: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping()
+            client.ping()
             return
         except (redis.ConnectionError, FileNotFoundError):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Embedded Redis did not answer on {socket_path} within {timeout}s") from None
+                raise TimeoutError(f"Redis did not answer on {where} within {timeout}s") from None
             time.sleep(0.05)
 
 
 def start(socket_path: Path, data_dir: Path) -> subprocess.Popen:
     """Start a server in the background and wait until it answers."""
     process = subprocess.Popen(command(socket_path, data_dir), stdout=subprocess.DEVNULL, umask=PRIVATE_UMASK)
-    wait_until_ready(socket_path)
+    wait_until_ready(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1), str(socket_path))
+    return process
+
+
+def start_on_port(port: int, data_dir: Path) -> subprocess.Popen:
+    """A throwaway server on 127.0.0.1:`port` that keeps nothing (a restart empties it), once it answers."""
+    private_dir(data_dir)
+    argv = [server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*argv, "--dir", str(data_dir)], stdout=subprocess.DEVNULL, umask=PRIVATE_UMASK)
+    wait_until_ready(redis.Redis(port=port, socket_timeout=1), f"port {port}")
     return process
 
 

@@ -7,6 +7,7 @@ class TasksAdminConfig(AppConfig):
 
     def ready(self) -> None:
         from . import (
+            admin_site,  # noqa: F401  (takes django-celery-results' Task results out of the admin)
             periodic_admin,  # noqa: F401  (replaces django-celery-beat's PeriodicTask admin)
             signals,  # noqa: F401  (what the task layer does around every task)
         )

@@ -1,6 +1,7 @@
 """The admin pages staff use to follow orders, products, messages and task results."""
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django_celery_results.models import TaskResult
@@ -44,7 +45,7 @@ def order():
         "admin:shop_product_changelist",
         "admin:shop_category_changelist",
         "admin:notifications_notification_changelist",
-        "admin:django_celery_results_taskresult_changelist",
+        "admin:tasks_admin_taskrecord_changelist",
         "admin:orders_demogatewaycharge_changelist",
         "admin:django_celery_beat_periodictask_changelist",
     ],
@@ -52,6 +53,12 @@ def order():
 def test_changelists_render_for_staff(admin_client, order, url_name):
     response = admin_client.get(reverse(url_name))
     assert response.status_code == 200
+
+
+def test_task_results_are_shown_by_the_task_console_not_by_the_stock_list(admin_client):
+    # The stock list duplicates Tasks and is the slow page over a large history (docs/benchmarks.md).
+    assert not admin.site.is_registered(TaskResult)
+    assert "/admin/django_celery_results/taskresult/" not in admin_client.get(reverse("admin:index")).content.decode()
 
 
 def test_order_page_shows_its_lines_workflow_steps_payment_and_messages(admin_client, order):

@@ -1,14 +1,13 @@
-"""`manage.py bench_admin` end to end on a tiny history: it loads, times both admins, cleans up after itself."""
+"""`python -m benchmarks admin` end to end on a tiny history: it loads, times both admins (the stock
+one on the benchmark's own admin site), cleans up after itself."""
 
-import io
 import json
 import os
 import re
 
 import pytest
-from django.core.management import call_command
 
-from shop.benchmarks import database
+from benchmarks import cli, database
 from tests.support import require
 
 pytestmark = pytest.mark.postgres
@@ -16,19 +15,23 @@ pytestmark = pytest.mark.postgres
 PAGES = ("unfiltered", "state = FAILURE", "search: task id", "search: order number")
 
 
-def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(django_db_blocker, tmp_path) -> None:
+def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(
+    django_db_blocker, tmp_path, capsys
+) -> None:
     server = database.server_settings()
     try:
         database.server_version(server)
     except database.ServerUnavailable as exc:
         require(False, str(exc))
-    name = f"shop_bench_admin_test_{os.getpid()}"  # never the scratch database a developer kept
-    out, json_path = io.StringIO(), tmp_path / "bench.json"
+    # After this run's test database, and never the scratch database a developer kept.
+    name = f"{database.scratch_name('bench_admin')}_test_{os.getpid()}"
+    json_path = tmp_path / "bench.json"
 
     with django_db_blocker.unblock():
-        call_command("bench_admin", rows=2000, runs=1, database_name=name, json_path=json_path, stdout=out)
+        argv = ["admin", "--rows", "2000", "--runs", "1", "--database-name", name, "--json", str(json_path)]
+        assert cli.main(argv) == 0
 
-    output = out.getvalue()
+    output = capsys.readouterr().out
     assert f"Created the scratch database {name}." in output
     assert "Loaded 2,000 task history rows" in output and "Loaded 2,000 stock results rows" in output
     assert f"Dropped the scratch database {name}." in output

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 from django.db import close_old_connections
 
+from benchmarks.stack import Process as LoggedProcess
 from shop import embedded_redis
-from shop.benchmarks.stack import Process as LoggedProcess
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
 from tests.processes import WorkerProcess
@@ -46,19 +45,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        binary = embedded_redis.server_binary()
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen([binary, *args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.process = embedded_redis.start_on_port(self.port, self.directory)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -156,7 +156,7 @@ def test_no_secret_is_in_the_repository() -> None:
     [
         "/admin/tasks_admin/taskrecord/?state=%00",
         "/admin/orders/order/?status=x%00",
-        "/admin/django_celery_results/taskresult/?status=%00",
+        "/admin/django_celery_results/groupresult/?date_done__gte=%00",
         "/?q=%00",
     ],
 )

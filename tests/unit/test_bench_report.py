@@ -3,7 +3,7 @@
 import json
 import xml.etree.ElementTree as ET
 
-from shop.benchmarks.report import Figure, table, write_chart, write_json
+from benchmarks.report import Figure, table, write_chart, write_json
 
 MACHINE = {"cores": 2, "database": "PostgreSQL 15", "mode": "quick"}
 FIGURES = [

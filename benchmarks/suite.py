@@ -1,8 +1,8 @@
-"""`python manage.py bench`: every figure of the shop's performance, each next to its baseline
+"""`python -m benchmarks`: every figure of the shop's performance, each next to its baseline
 measured in the same run, on a scratch database and a private Redis.
 
 The measurements live in workflow.py (order throughput, latency, SQL per order), checkout.py
-(checkout with slow providers), storefront.py (a large catalog) and tasks_admin/benchmark.py
+(checkout with slow providers), storefront.py (a large catalog) and admin_pages.py
 (the task console over a million rows); this module sizes them and turns them into figures.
 """
 
@@ -16,10 +16,8 @@ from pathlib import Path
 import celery
 import django
 
-from tasks_admin import benchmark as admin_benchmark
-
-from . import checkout, storefront, workflow
-from .database import ServerUnavailable, scratch_database
+from . import admin_pages, checkout, storefront, workflow
+from .database import ServerUnavailable, scratch_database, scratch_name
 from .report import Figure
 from .stack import Stack
 
@@ -51,7 +49,10 @@ CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the ord
 def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: Log) -> tuple[list[Figure], dict]:
     sizes = QUICK if quick else FULL
     figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp, scratch_database("shop_bench", database_url) as db:
+    with (
+        tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp,
+        scratch_database(scratch_name("bench", database_url), database_url) as db,
+    ):
         log(f"Scratch database: {db.engine}")
         with Stack(Path(tmp), db.url) as stack:
             machine = _machine(db.engine, stack.redis_version, quick)
@@ -250,7 +251,7 @@ def _scaling(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
 def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
     log(f"Task console over {sizes.admin_rows:,} task rows on PostgreSQL ...")
     try:
-        report = admin_benchmark.run(rows=sizes.admin_rows, runs=sizes.admin_runs, database_url=database_url, log=log)
+        report = admin_pages.run(rows=sizes.admin_rows, runs=sizes.admin_runs, database_url=database_url, log=log)
     except ServerUnavailable as exc:
         log(f"  skipped: {exc}")
         return []

@@ -5,16 +5,15 @@ Ours: real checkouts (orders/checkout.py, in this process, against the scratch d
 the real workflow through `celery -A shop worker` in the README's production layout, fake
 providers with no latency (the demo gateway, the file SMS provider, Django's file e-mail
 backend). The baseline: the same canvas shape of no-op tasks through a stock Celery worker
-(shop/benchmarks/stock_app.py). Both are measured the same way, from the database: from
+(benchmarks/stock_app.py). Both are measured the same way, from the database: from
 the first task to finish to the last callback to finish, over a queue filled beforehand.
 """
 
 import json
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ from shop.models import Category, Product
 from . import sqlcount
 from .database import BenchmarkError
 from .stack import ROOT, Stack
+from .stats import percentiles
 
 Log = Callable[[str], None]
 
@@ -41,7 +41,7 @@ PRODUCTION_WORKERS = (
     ("-Q", "notifications", "--pool", "threads", "--concurrency", "20", "-l", "WARNING"),
 )
 PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
-STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "shop.benchmarks.stock_settings"}
+STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "benchmarks.stock_settings"}
 SKU = "BENCH"
 PRODUCTS = 50
 
@@ -111,7 +111,7 @@ def _wait_for_callbacks(callback_ids: list[str], timeout: float) -> None:
 
 def _send_stock(stack: Stack, count: int, rate: float | None = None) -> list[tuple[str, float]]:
     """Stock canvases sent by a stock process (none of the shop's signal handlers runs)."""
-    argv = [sys.executable, "-m", "shop.benchmarks.stock_app", str(count)] + ([str(rate)] if rate else [])
+    argv = [sys.executable, "-m", "benchmarks.stock_app", str(count)] + ([str(rate)] if rate else [])
     output = subprocess.run(argv, cwd=ROOT, env=stack.env(**STOCK_ENV), capture_output=True, text=True, check=True)
     return [tuple(pair) for pair in json.loads(output.stdout)]
 
@@ -124,7 +124,9 @@ def _reset() -> None:
     Order.objects.all().delete()
 
 
-def shop_throughput(stack: Stack, orders: int, workers=PRODUCTION_WORKERS, **env: str) -> Drain:
+def shop_throughput(
+    stack: Stack, orders: int, workers: Sequence[Sequence[str]] = PRODUCTION_WORKERS, **env: str
+) -> Drain:
     """Orders placed with no worker running, then drained by the workers."""
     _reset()
     _catalog()
@@ -145,7 +147,7 @@ def stock_throughput(stack: Stack, canvases: int, **env: str) -> Drain:
     """Stock canvases queued with no worker running, then drained by a stock worker."""
     _reset()
     callback_ids = [callback for callback, _ in _send_stock(stack, canvases)]
-    worker = stack.worker(app="shop.benchmarks.stock_app", **STOCK_ENV, **env)
+    worker = stack.worker(app="benchmarks.stock_app", **STOCK_ENV, **env)
     try:
         _wait_for_callbacks(callback_ids, timeout=60 + canvases)
     finally:
@@ -153,12 +155,6 @@ def stock_throughput(stack: Stack, canvases: int, **env: str) -> Drain:
     first = TaskResult.objects.aggregate(t=Min("date_done"))["t"]
     last = TaskResult.objects.filter(task_id__in=callback_ids).aggregate(t=Max("date_done"))["t"]
     return Drain(canvases, (last - first).total_seconds())
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    quantiles = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {"p50": quantiles[49], "p95": quantiles[94], "p99": quantiles[98]}
 
 
 def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
@@ -184,7 +180,7 @@ def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
 def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
     """Canvas sent → its callback's result stored, for canvases sent at `rate` a second."""
     _reset()
-    worker = stack.worker(app="shop.benchmarks.stock_app", **STOCK_ENV)
+    worker = stack.worker(app="benchmarks.stock_app", **STOCK_ENV)
     try:
         sent = _send_stock(stack, int(rate * seconds), rate)
         _wait_for_callbacks([callback for callback, _ in sent], timeout=120)
@@ -209,7 +205,7 @@ def shop_sql(stack: Stack, orders: int, directory: Path) -> SqlCost:
     directory.mkdir(parents=True, exist_ok=True)
     with CaptureQueriesContext(connection) as checkout_queries:
         order_ids = [checkout(n)[0] for n in range(orders)]
-    env = {"BENCH_SQL_DIR": str(directory), "CELERY_EXTRA_IMPORTS": "shop.benchmarks.sqlcount", **PROVIDERS}
+    env = {"BENCH_SQL_DIR": str(directory), "CELERY_EXTRA_IMPORTS": "benchmarks.sqlcount", **PROVIDERS}
     started = [stack.worker(*args, **env) for args in PRODUCTION_WORKERS]
     try:
         _wait_for_orders(order_ids, timeout=60 + orders)
@@ -229,7 +225,7 @@ def stock_sql(stack: Stack, canvases: int, directory: Path) -> SqlCost:
     _reset()
     directory.mkdir(parents=True, exist_ok=True)
     callback_ids = [callback for callback, _ in _send_stock(stack, canvases)]
-    worker = stack.worker(app="shop.benchmarks.stock_app", BENCH_SQL_DIR=str(directory), **STOCK_ENV)
+    worker = stack.worker(app="benchmarks.stock_app", BENCH_SQL_DIR=str(directory), **STOCK_ENV)
     try:
         _wait_for_callbacks(callback_ids, timeout=60 + canvases)
     finally:

@@ -2,9 +2,9 @@
 configuration — django-celery-results' database backend (django-db), every other setting at
 Celery's default (prefork with one process per core, prefetch 4, early acknowledgement).
 
-    DJANGO_SETTINGS_MODULE=shop.benchmarks.stock_settings celery -A shop.benchmarks.stock_app worker
+    DJANGO_SETTINGS_MODULE=benchmarks.stock_settings celery -A benchmarks.stock_app worker
 
-`python -m shop.benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
+`python -m benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
 at once) and prints, as JSON, each one's callback task id and when it was sent.
 """
 
@@ -14,12 +14,14 @@ import sys
 import time
 import uuid
 
+import django
 from celery import Celery, chain, chord
+from celery.canvas import Signature
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.benchmarks.stock_settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.stock_settings")
 
 app = Celery("stock", broker=os.environ.get("CELERY_BROKER_URL"), backend="django-db")
-app.conf.imports = ["shop.benchmarks.sqlcount"]  # counts SQL only when BENCH_SQL_DIR is set
+app.conf.imports = ["benchmarks.sqlcount"]  # counts SQL only when BENCH_SQL_DIR is set
 
 
 @app.task(name="stock.noop")  # the same name when this module runs as __main__ (the sender)
@@ -27,7 +29,7 @@ def noop(order_id: str) -> None:
     return None
 
 
-def canvas(order_id: str, callback_id: str):
+def canvas(order_id: str, callback_id: str) -> Signature:
     """chain(a, b, chord([c, d, e], f)), as orders/workflow.py builds it (immutable signatures)."""
     return chain(
         noop.si(order_id),
@@ -48,7 +50,5 @@ def send(count: int, rate: float | None = None) -> list[tuple[str, float]]:
 
 
 if __name__ == "__main__":
-    import django
-
     django.setup()
     print(json.dumps(send(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)))

@@ -11,9 +11,11 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from celery import signals
+from celery import current_task, signals
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -23,11 +25,9 @@ _lock = threading.Lock()
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
-def _count(execute, sql, params, many, context):
+def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
     connection = context["connection"]
-    from celery import current_task
-
     with _lock:
         _counts["statements"] += 1
         _counts[f"statements.{verb}"] += 1
@@ -41,7 +41,7 @@ def _count(execute, sql, params, many, context):
     return execute(sql, params, many, context)
 
 
-def _install(connection, **kwargs) -> None:
+def _install(connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     if _count not in connection.execute_wrappers:
         connection.execute_wrappers.append(_count)
 
@@ -49,7 +49,7 @@ def _install(connection, **kwargs) -> None:
 _commit = BaseDatabaseWrapper.commit
 
 
-def _counted_commit(self):
+def _counted_commit(self: BaseDatabaseWrapper) -> None:
     if getattr(self, "_bench_wrote", False):
         with _lock:
             _counts["write transactions"] += 1
@@ -60,12 +60,12 @@ def _counted_commit(self):
 _rollback = BaseDatabaseWrapper.rollback
 
 
-def _counted_rollback(self):
+def _counted_rollback(self: BaseDatabaseWrapper) -> None:
     self._bench_wrote = False
     return _rollback(self)
 
 
-def _dump(**kwargs) -> None:
+def _dump(**kwargs: Any) -> None:
     with _lock:
         if not _counts:
             return

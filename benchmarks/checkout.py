@@ -1,6 +1,6 @@
 """Checkout latency with slow providers: POST /api/orders/ through gunicorn while the SMS gateway
 and the SMTP server each take 2 s per message, next to the synchronous baseline
-(shop/benchmarks/sync_checkout.py) that sends both inside the request.
+(benchmarks/sync_checkout.py) that sends both inside the request.
 
 Ours is measured twice while the workers run the orders' workflows on the same cores: at half
 the measured order throughput (as customers arrive: the load the shop sustains) and flat out
@@ -19,6 +19,7 @@ from . import workflow
 from .database import BenchmarkError
 from .providers import SlowProviders
 from .stack import Stack
+from .stats import percentiles
 
 CLIENTS = 2  # flat out: requests in flight at once, one per web worker (the Procfile's gunicorn)
 OPEN_LOOP_THREADS = 8  # at a rate: enough clients that a slow answer never delays the next arrival
@@ -79,7 +80,7 @@ def measure(
         for worker in workers:
             stack.stop(worker)
         stack.purge()
-        sync_url = stack.web("shop.benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
+        sync_url = stack.web("benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
         log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
         baseline = _time_checkouts(sync_url, baseline_requests, offset=100_000)
     TaskResult.objects.all().delete()
@@ -87,4 +88,4 @@ def measure(
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
-    return {key: value for key, value in workflow.percentiles(samples).items() if key in ("p50", "p95")}
+    return {key: value for key, value in percentiles(samples).items() if key in ("p50", "p95")}

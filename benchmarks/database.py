@@ -4,6 +4,7 @@ a SQLite file, saying so), migrated, used through Django's default connection, d
 Benchmarks never touch the shop's own data.
 """
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,19 @@ def server_settings(database_url: str | None = None) -> dict:
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
+
+
+def scratch_name(purpose: str, database_url: str | None = None) -> str:
+    """`<database>_<purpose>`, after the PostgreSQL database the run is pointed at (`shop_<purpose>`
+    without one): runs from two checkouts with DATABASE_URLs of their own, on one server, never
+    share (nor drop) each other's scratch database."""
+    if database_url:
+        name = dj_database_url.parse(database_url).get("NAME")
+    elif settings.DATABASES[DEFAULT_DB_ALIAS]["ENGINE"] == POSTGRES:
+        name = settings.DATABASES[DEFAULT_DB_ALIAS]["NAME"]
+    else:
+        name = ""
+    return f"{name or 'shop'}_{purpose}"
 
 
 def server_version(server: dict) -> str:
@@ -143,8 +157,6 @@ def scratch_database(name: str, database_url: str | None = None) -> Iterator[Scr
 
 @contextmanager
 def _sqlite(name: str, reason: str) -> Iterator[Scratch]:
-    import sqlite3
-
     path = Path(var_path("bench", f"{name}.sqlite3"))
     path.unlink(missing_ok=True)
     sqlite_settings = {

@@ -17,7 +17,7 @@ from shop.models import Category, Product
 
 from .database import BenchmarkError
 from .stack import Stack
-from .workflow import percentiles
+from .stats import percentiles
 
 CATEGORIES = 5
 

@@ -8,8 +8,10 @@ import multiprocessing
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .stack import free_port
 
@@ -58,7 +60,7 @@ class SlowSmtpServer:
         server = self
 
         class Handler:
-            async def handle_DATA(self, smtp, session, envelope) -> str:
+            async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
                 await asyncio.sleep(server.delay)
                 server.received += 1
                 return "250 OK"
@@ -108,7 +110,7 @@ class SlowProviders:
         self._process.join(10)
 
 
-def _serve(delay: float, connection) -> None:
+def _serve(delay: float, connection: Connection) -> None:
     with SlowSmsGateway(delay) as sms, SlowSmtpServer(delay) as smtp:
         env = {"SMS_PROVIDER": "http", "SMS_HTTP_URL": sms.url, "SMS_API_KEY": "bench", **smtp.env()}
         env["SMS_TIMEOUT"] = str(int(delay) + 10)

@@ -19,7 +19,7 @@ import redis
 from shop import embedded_redis
 from shop.celery import app as celery_app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -80,20 +80,7 @@ class Stack:
 
     def __enter__(self) -> "Stack":
         """Start Redis, and send this process's own tasks (the checkouts' workflows) to it."""
-        binary = embedded_redis.server_binary()
-        self._redis = subprocess.Popen(
-            [binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.redis_port, socket_timeout=1).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self._redis = embedded_redis.start_on_port(self.redis_port, self.directory / "redis")
         self._broker_url, celery_app.conf.broker_url = celery_app.conf.broker_url, self.broker_url
         return self
 

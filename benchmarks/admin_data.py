@@ -1,186 +1,31 @@
-"""The task console's changelist timed against django-celery-results' stock admin over a large history.
-
-The claim to prove is "fast with a million task rows on PostgreSQL", so the benchmark builds
-exactly that: a scratch database on a PostgreSQL server, migrated, filled with COPY (the ORM
-would take longer than the benchmark itself), vacuumed and analysed as autovacuum leaves a
-real table; then it renders both admins' pages in-process with the test client, the stock
-page and ours in the same run, and reports median and p95 side by side.
-
-`run()` is the whole benchmark; `manage.py bench_admin` only parses options and prints.
-"""
+"""The admin benchmark's data: a task history of order workflows and periodic jobs, the orders
+it belongs to, and django-celery-results' rows for the same tasks, generated the same way every
+time and loaded with COPY (the ORM would take longer than the benchmark itself), then vacuumed
+and analysed as autovacuum leaves a real table."""
 
 import io
 import json
-import os
-import platform
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import django
 from celery import states
-from django.contrib.auth.models import User
-from django.core.management import call_command
 from django.core.management.color import no_style
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.test import Client, override_settings
-from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.db import connection, transaction
 from django.utils import timezone
 from django_celery_results.models import TaskResult
-from psycopg2 import sql
 
 from orders.models import Order
-from shop.benchmarks.database import (
-    BenchmarkError,
-    default_database,
-    drop_database,
-    maintenance_cursor,
-    server_settings,
-    server_version,
-)
+from tasks_admin.models import TaskRecord
 
-from .models import TaskRecord
-
-SCRATCH_DATABASE = "shop_bench_admin"
-MIN_ROWS = 1000  # fewer, and a state or a workflow the pages are checked against may be missing
-WARMUPS = 2
 HISTORY_DAYS = 30
 WORKFLOW_EVERY = 30  # one order workflow (6 tasks) per 30 tasks: a fifth of the history is order steps
 SEED = 20_26
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Timing:
-    median_ms: float
-    p95_ms: float
-    queries: int
-
-
-@dataclass(frozen=True)
-class PageResult:
-    page: str
-    stock: Timing | None  # None: the stock admin cannot do it at all
-    ours: Timing
-
-    @property
-    def speedup(self) -> float | None:
-        return self.stock.median_ms / self.ours.median_ms if self.stock else None
-
-
-@dataclass(frozen=True)
-class Report:
-    machine: dict[str, object]
-    load_seconds: dict[str, float]
-    pages: list[PageResult]
-
-    def as_dict(self) -> dict:
-        return {
-            "machine": self.machine,
-            "load_seconds": self.load_seconds,
-            "pages": [
-                {
-                    "page": page.page,
-                    "stock": asdict(page.stock) if page.stock else None,
-                    "ours": asdict(page.ours),
-                    "speedup": round(page.speedup, 1) if page.speedup else None,
-                }
-                for page in self.pages
-            ],
-        }
-
-    def table(self) -> str:
-        header = ("page", "stock median / p95 ms", "ours median / p95 ms", "speed-up", "queries stock / ours")
-        rows = [header] + [
-            (
-                page.page,
-                f"{page.stock.median_ms:.1f} / {page.stock.p95_ms:.1f}" if page.stock else "n/a",
-                f"{page.ours.median_ms:.1f} / {page.ours.p95_ms:.1f}",
-                f"{page.speedup:.0f}×" if page.speedup else "n/a",
-                f"{page.stock.queries if page.stock else 'n/a'} / {page.ours.queries}",
-            )
-            for page in self.pages
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
-        lines.insert(1, "  ".join("-" * width for width in widths))
-        m = self.machine
-        lines.append(
-            f"machine: {m['cores']} cores, PostgreSQL {m['postgresql']}, Python {m['python']}, "
-            f"Django {m['django']}, {m['rows']:,} task rows (and as many stock results), "
-            f"median of {m['runs']} runs after {WARMUPS} warm-ups"
-        )
-        return "\n".join(lines)
-
-
-def run(
-    *,
-    rows: int = 1_000_000,
-    runs: int = 7,
-    database_url: str | None = None,
-    name: str = SCRATCH_DATABASE,
-    keep: bool = False,
-    log: Log = print,
-) -> Report:
-    """Create (or reuse, if kept with the same rows) the scratch database, fill it, time the pages."""
-    if rows < MIN_ROWS or runs < 1:
-        raise BenchmarkError(f"Need at least {MIN_ROWS} rows and one run.")
-    server = server_settings(database_url)
-    version = server_version(server)
-    needs_load = _prepare_database(server, name, rows, log)
-    try:
-        with default_database({**connections.settings[DEFAULT_DB_ALIAS], **server, "NAME": name}):
-            call_command("migrate", interactive=False, verbosity=0)
-            load_seconds = load(rows, log) if needs_load else {}
-            with connection.cursor() as cursor:
-                cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [_marker(rows)])
-            pages = measure_pages(runs, log)
-    finally:
-        if not keep:
-            drop_database(server, name)
-            log(f"Dropped the scratch database {name}.")
-    machine = {
-        "cores": os.cpu_count(),
-        "postgresql": version,
-        "python": platform.python_version(),
-        "django": django.get_version(),
-        "rows": rows,
-        "runs": runs,
-    }
-    return Report(machine, load_seconds, pages)
-
-
-# The server and the scratch database
-
-
-def _marker(rows: int) -> str:
-    return f"bench_admin: {rows} rows loaded"
-
-
-def _prepare_database(server: dict, name: str, rows: int, log: Log) -> bool:
-    """Reuse a database a --keep run filled with the same rows; otherwise create it afresh.
-    True when it must be loaded."""
-    with maintenance_cursor(server) as cursor:
-        cursor.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name])
-        found = cursor.fetchone()
-        if found and found[0] == _marker(rows):
-            log(f"Reusing the scratch database {name} ({rows:,} rows, kept by an earlier --keep run).")
-            return False
-        if found:
-            cursor.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    log(f"Created the scratch database {name}.")
-    return True
-
-
-# The data: orders, the task history and the stock results of the same tasks
-
 
 WORKFLOW = (
     ("orders.tasks.charge_payment", "orders", '"PAY-7Q2M9X"'),
@@ -495,93 +340,3 @@ def load(rows: int, log: Log) -> dict[str, float]:
     seconds["vacuum analyze"] = round(time.perf_counter() - start, 1)
     log(f"VACUUM ANALYZE in {seconds['vacuum analyze']} s.")
     return seconds
-
-
-# The pages
-
-
-@dataclass(frozen=True)
-class _Page:
-    label: str
-    stock_url: str | None
-    stock_expects: str
-    ours_url: str
-    ours_expects: str
-
-
-def _pages() -> list[_Page]:
-    """Each page with a string its response must contain: a benchmark of a broken page proves nothing."""
-    stock = reverse("admin:django_celery_results_taskresult_changelist")
-    ours = reverse("admin:tasks_admin_taskrecord_changelist")
-
-    def change_url(record: TaskRecord) -> str:
-        return reverse("admin:tasks_admin_taskrecord_change", args=[record.pk])
-
-    newest = TaskRecord.objects.first()
-    failed = TaskRecord.objects.filter(state=states.FAILURE).first()
-    middle = TaskRecord.objects.filter(pk__gte=newest.pk // 2).order_by("pk").first()
-    ordered = (
-        TaskRecord.objects.filter(pk__gte=newest.pk // 2, order__isnull=False).select_related("order").order_by("pk")
-    ).first()
-    return [
-        _Page("unfiltered", stock, TaskResult.objects.first().task_id, ours, change_url(newest)),
-        _Page(
-            "state = FAILURE",
-            f"{stock}?status__exact={states.FAILURE}",
-            TaskResult.objects.filter(status=states.FAILURE).first().task_id,
-            f"{ours}?state={states.FAILURE}",
-            change_url(failed),
-        ),
-        _Page(
-            "search: task id",
-            f"{stock}?q={middle.task_id}",
-            middle.task_id,
-            f"{ours}?q={middle.task_id}",
-            change_url(middle),
-        ),
-        _Page("search: order number", None, "", f"{ours}?q={ordered.order.number}", change_url(ordered)),
-    ]
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    """Linear interpolation between the closest ranks (the 'inclusive' method), defined for one sample too."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * fraction
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
-    def get() -> float:
-        start = time.perf_counter()
-        response = client.get(url)
-        elapsed = time.perf_counter() - start
-        if response.status_code != 200 or expects not in response.content.decode():
-            raise BenchmarkError(f"{url} answered {response.status_code} without {expects!r}: not a page to time.")
-        return elapsed
-
-    with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
-        get()
-    query_count = len(queries)  # now: the next request clears the connection's query log
-    for _ in range(WARMUPS - 1):
-        get()
-    samples = [get() * 1000 for _ in range(runs)]
-    return Timing(round(statistics.median(samples), 1), round(_percentile(samples, 0.95), 1), query_count)
-
-
-def measure_pages(runs: int, log: Log) -> list[PageResult]:
-    """Render each page as a logged-in superuser, through the whole request handler and template."""
-    user, _ = User.objects.update_or_create(
-        username="bench-admin", defaults={"is_staff": True, "is_superuser": True, "password": "!"}
-    )
-    results = []
-    # As in production (DEBUG off: no query log, no template debug); the test client's host allowed.
-    with override_settings(DEBUG=False, ALLOWED_HOSTS=["testserver"], SECURE_SSL_REDIRECT=False):
-        client = Client()
-        client.force_login(user)
-        for page in _pages():
-            log(f"Timing {page.label} ...")
-            stock = _time_page(client, page.stock_url, page.stock_expects, runs) if page.stock_url else None
-            results.append(PageResult(page.label, stock, _time_page(client, page.ours_url, page.ours_expects, runs)))
-    return results

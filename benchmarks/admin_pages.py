@@ -1,0 +1,255 @@
+"""The task console's changelist timed against django-celery-results' stock admin over a large history.
+
+The claim to prove is "fast with a million task rows on PostgreSQL", so the benchmark builds
+exactly that: a scratch database on a PostgreSQL server, migrated and filled (admin_data.py);
+then it renders both admins' pages in-process with the test client, the stock page (served by
+stock_admin.py, on a site of its own: the shop's admin has no stock task list) and ours in the
+same run, and reports median and p95 side by side.
+
+`run()` is the whole benchmark; `python -m benchmarks admin` only parses options and prints.
+"""
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import django
+from celery import states
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django_celery_results.models import TaskResult
+from psycopg2 import sql
+
+from tasks_admin.models import TaskRecord
+
+from . import admin_data, stock_admin
+from .database import (
+    BenchmarkError,
+    default_database,
+    drop_database,
+    maintenance_cursor,
+    scratch_name,
+    server_settings,
+    server_version,
+)
+from .stats import percentiles
+
+MIN_ROWS = 1000  # fewer, and a state or a workflow the pages are checked against may be missing
+WARMUPS = 2
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p95_ms: float
+    queries: int
+
+
+@dataclass(frozen=True)
+class PageResult:
+    page: str
+    stock: Timing | None  # None: the stock admin cannot do it at all
+    ours: Timing
+
+    @property
+    def speedup(self) -> float | None:
+        return self.stock.median_ms / self.ours.median_ms if self.stock else None
+
+
+@dataclass(frozen=True)
+class Report:
+    machine: dict[str, object]
+    load_seconds: dict[str, float]
+    pages: list[PageResult]
+
+    def as_dict(self) -> dict:
+        return {
+            "machine": self.machine,
+            "load_seconds": self.load_seconds,
+            "pages": [
+                {
+                    "page": page.page,
+                    "stock": asdict(page.stock) if page.stock else None,
+                    "ours": asdict(page.ours),
+                    "speedup": round(page.speedup, 1) if page.speedup else None,
+                }
+                for page in self.pages
+            ],
+        }
+
+    def table(self) -> str:
+        header = ("page", "stock median / p95 ms", "ours median / p95 ms", "speed-up", "queries stock / ours")
+        rows = [header] + [
+            (
+                page.page,
+                f"{page.stock.median_ms:.1f} / {page.stock.p95_ms:.1f}" if page.stock else "n/a",
+                f"{page.ours.median_ms:.1f} / {page.ours.p95_ms:.1f}",
+                f"{page.speedup:.0f}×" if page.speedup else "n/a",
+                f"{page.stock.queries if page.stock else 'n/a'} / {page.ours.queries}",
+            )
+            for page in self.pages
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        m = self.machine
+        lines.append(
+            f"machine: {m['cores']} cores, PostgreSQL {m['postgresql']}, Python {m['python']}, "
+            f"Django {m['django']}, {m['rows']:,} task rows (and as many stock results), "
+            f"median of {m['runs']} runs after {WARMUPS} warm-ups"
+        )
+        return "\n".join(lines)
+
+
+def run(
+    *,
+    rows: int = 1_000_000,
+    runs: int = 7,
+    database_url: str | None = None,
+    name: str | None = None,
+    keep: bool = False,
+    log: Log = print,
+) -> Report:
+    """Create (or reuse, if kept with the same rows) the scratch database `name` (by default
+    scratch_name("bench_admin")), fill it, time the pages."""
+    if rows < MIN_ROWS or runs < 1:
+        raise BenchmarkError(f"Need at least {MIN_ROWS} rows and one run.")
+    name = name or scratch_name("bench_admin", database_url)
+    server = server_settings(database_url)
+    version = server_version(server)
+    needs_load = _prepare_database(server, name, rows, log)
+    try:
+        with default_database({**connections.settings[DEFAULT_DB_ALIAS], **server, "NAME": name}):
+            call_command("migrate", interactive=False, verbosity=0)
+            load_seconds = admin_data.load(rows, log) if needs_load else {}
+            with connection.cursor() as cursor:
+                cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [_marker(rows)])
+            pages = measure_pages(runs, log)
+    finally:
+        if not keep:
+            drop_database(server, name)
+            log(f"Dropped the scratch database {name}.")
+    machine = {
+        "cores": os.cpu_count(),
+        "postgresql": version,
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "rows": rows,
+        "runs": runs,
+    }
+    return Report(machine, load_seconds, pages)
+
+
+# The server and the scratch database
+
+
+def _marker(rows: int) -> str:
+    return f"bench_admin: {rows} rows loaded"
+
+
+def _prepare_database(server: dict, name: str, rows: int, log: Log) -> bool:
+    """Reuse a database a --keep run filled with the same rows; otherwise create it afresh.
+    True when it must be loaded."""
+    with maintenance_cursor(server) as cursor:
+        cursor.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name])
+        found = cursor.fetchone()
+        if found and found[0] == _marker(rows):
+            log(f"Reusing the scratch database {name} ({rows:,} rows, kept by an earlier --keep run).")
+            return False
+        if found:
+            cursor.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    log(f"Created the scratch database {name}.")
+    return True
+
+
+# The pages
+
+
+@dataclass(frozen=True)
+class _Page:
+    label: str
+    stock_url: str | None
+    stock_expects: str
+    ours_url: str
+    ours_expects: str
+
+
+def _pages() -> list[_Page]:
+    """Each page with a string its response must contain: a benchmark of a broken page proves nothing."""
+    stock = reverse(f"{stock_admin.site.name}:django_celery_results_taskresult_changelist")
+    ours = reverse("admin:tasks_admin_taskrecord_changelist")
+
+    def change_url(record: TaskRecord) -> str:
+        return reverse("admin:tasks_admin_taskrecord_change", args=[record.pk])
+
+    newest = TaskRecord.objects.first()
+    failed = TaskRecord.objects.filter(state=states.FAILURE).first()
+    middle = TaskRecord.objects.filter(pk__gte=newest.pk // 2).order_by("pk").first()
+    ordered = (
+        TaskRecord.objects.filter(pk__gte=newest.pk // 2, order__isnull=False).select_related("order").order_by("pk")
+    ).first()
+    return [
+        _Page("unfiltered", stock, TaskResult.objects.first().task_id, ours, change_url(newest)),
+        _Page(
+            "state = FAILURE",
+            f"{stock}?status__exact={states.FAILURE}",
+            TaskResult.objects.filter(status=states.FAILURE).first().task_id,
+            f"{ours}?state={states.FAILURE}",
+            change_url(failed),
+        ),
+        _Page(
+            "search: task id",
+            f"{stock}?q={middle.task_id}",
+            middle.task_id,
+            f"{ours}?q={middle.task_id}",
+            change_url(middle),
+        ),
+        _Page("search: order number", None, "", f"{ours}?q={ordered.order.number}", change_url(ordered)),
+    ]
+
+
+def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
+    def get() -> float:
+        start = time.perf_counter()
+        response = client.get(url)
+        elapsed = time.perf_counter() - start
+        if response.status_code != 200 or expects not in response.content.decode():
+            raise BenchmarkError(f"{url} answered {response.status_code} without {expects!r}: not a page to time.")
+        return elapsed
+
+    with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
+        get()
+    query_count = len(queries)  # now: the next request clears the connection's query log
+    for _ in range(WARMUPS - 1):
+        get()
+    milliseconds = percentiles([get() * 1000 for _ in range(runs)])
+    return Timing(round(milliseconds["p50"], 1), round(milliseconds["p95"], 1), query_count)
+
+
+def measure_pages(runs: int, log: Log) -> list[PageResult]:
+    """Render each page as a logged-in superuser, through the whole request handler and template."""
+    user, _ = User.objects.update_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True, "password": "!"}
+    )
+    results = []
+    # As in production (DEBUG off: no query log, no template debug); the test client's host allowed;
+    # the shop's URLs and the stock admin's.
+    with override_settings(
+        DEBUG=False, ALLOWED_HOSTS=["testserver"], SECURE_SSL_REDIRECT=False, ROOT_URLCONF=stock_admin.__name__
+    ):
+        client = Client()
+        client.force_login(user)
+        for page in _pages():
+            log(f"Timing {page.label} ...")
+            stock = _time_page(client, page.stock_url, page.stock_expects, runs) if page.stock_url else None
+            results.append(PageResult(page.label, stock, _time_page(client, page.ours_url, page.ours_expects, runs)))
+    return results
