@@ -55,7 +55,7 @@ DECLINED = ("orders.payments", "PaymentDeclined", "Card declined by the issuer")
 
 TASK_COLUMNS = (
     "id, task_id, task_name, state, args, kwargs, queue, exchange, routing_key, root_id, parent_id, group_id, "
-    "chord_id, eta, order_id, periodic_task_name, sent_at, started_at, finished_at, runtime, worker, attempts, "
+    "chord_id, eta, subject_type, subject_id, periodic_task_name, sent_at, started_at, finished_at, runtime, worker, attempts, "
     "retries, exception_type, exception_message, expected_failure, resolution_note"
 )
 RESULT_COLUMNS = (
@@ -192,7 +192,8 @@ def _task_line(task: _Task) -> str:
                 task.group_id,
                 task.chord_id,
                 _time(eta),
-                task.order_id or NULL,
+                "orders.order" if task.order_id else "",
+                task.order_id or "",
                 task.periodic,
                 _time(task.sent),
                 _time(task.started),

@@ -194,9 +194,7 @@ def _pages() -> list[_Page]:
     newest = TaskRecord.objects.first()
     failed = TaskRecord.objects.filter(state=states.FAILURE).first()
     middle = TaskRecord.objects.filter(pk__gte=newest.pk // 2).order_by("pk").first()
-    ordered = (
-        TaskRecord.objects.filter(pk__gte=newest.pk // 2, order__isnull=False).select_related("order").order_by("pk")
-    ).first()
+    ordered = TaskRecord.objects.filter(pk__gte=newest.pk // 2).exclude(subject_id="").order_by("pk").first()
     return [
         _Page("unfiltered", stock, TaskResult.objects.first().task_id, ours, change_url(newest)),
         _Page(
@@ -213,7 +211,7 @@ def _pages() -> list[_Page]:
             f"{ours}?q={middle.task_id}",
             change_url(middle),
         ),
-        _Page("search: order number", None, "", f"{ours}?q={ordered.order.number}", change_url(ordered)),
+        _Page("search: order number", None, "", f"{ours}?q={ordered.subject.number}", change_url(ordered)),
     ]
 
 
