@@ -55,8 +55,8 @@ DECLINED = ("orders.payments", "PaymentDeclined", "Card declined by the issuer")
 
 TASK_COLUMNS = (
     "id, task_id, task_name, state, args, kwargs, queue, exchange, routing_key, root_id, parent_id, group_id, "
-    "chord_id, eta, subject_type, subject_id, periodic_task_name, sent_at, started_at, finished_at, runtime, worker, attempts, "
-    "retries, exception_type, exception_message, expected_failure, resolution_note"
+    "chord_id, eta, subject_type, subject_id, periodic_task_name, sent_at, started_at, finished_at, runtime, "
+    "worker, attempts, retries, exception_type, exception_message, expected_failure, resolution_note"
 )
 RESULT_COLUMNS = (
     "id, task_id, periodic_task_name, task_name, task_args, task_kwargs, status, worker, content_type, "

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import redis
+from django.conf import settings
 
 from settings.env import private_dir
 
@@ -83,9 +84,7 @@ def start_on_port(port: int, data_dir: Path) -> subprocess.Popen:
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
-    from django.conf import settings
-
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")  # read lazily, at the first setting
     socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
     argv = command(socket_path, socket_path.parent / "redis")
     print(f"Embedded Redis on {socket_path} ({argv[0]})", flush=True)

@@ -139,7 +139,6 @@ class TaskConsoleMixin:
     def get_changelist(self, request: HttpRequest, **kwargs):
         return TaskChangeList
 
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

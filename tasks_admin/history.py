@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app, states
+from celery.worker import state as worker_state
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -306,11 +307,9 @@ def record_retry(request, reason: BaseException | None = None, **kw) -> None:
 def restore_revoked(sender=None, **kw) -> None:
     """Celery keeps revokes in the memory of the workers that were online: a worker that
     starts later would run a task staff revoked. Teach it the recent ones from the history."""
-    from celery.worker.state import revoked
-
     since = timezone.now() - timedelta(days=1)
     try:
-        revoked.update(
+        worker_state.revoked.update(
             TaskRecord.objects.filter(state=states.REVOKED, started_at__isnull=True, sent_at__gte=since)
             .order_by("-id")
             .values_list("task_id", flat=True)[:10_000]

@@ -153,7 +153,6 @@ class TaskRecord(AboutSubject):
         return f"{self.task_name}[{self.task_id}]"
 
 
-
 class DeadLetterManager(models.Manager.from_queryset(TaskRecordQuerySet)):
     def get_queryset(self) -> TaskRecordQuerySet:
         return super().get_queryset().dead_letters()

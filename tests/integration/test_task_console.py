@@ -147,8 +147,11 @@ def test_a_declined_card_is_an_outcome_not_a_dead_letter_but_a_refused_sms_is(wo
     wait_for(lambda: Order.objects.get(pk=declined.pk).status == Order.Status.CANCELLED, message="declined")
     # A task's failure is recorded just after its failure callback was sent, which may stop the order first.
     charge = wait_for(
-        lambda: TaskRecord.objects.about(declined).filter(task_name="orders.tasks.charge_payment", state=states.FAILURE
-        ).first(),
+        lambda: (
+            TaskRecord.objects.about(declined)
+            .filter(task_name="orders.tasks.charge_payment", state=states.FAILURE)
+            .first()
+        ),
         message="the charge's failure recorded",
     )
     wait_for(lambda: DeadLetter.objects.about(refused).exists(), message="the SMS's dead letter")
