@@ -174,7 +174,7 @@ def _record_sent(notification: Notification, provider_message_id: str, wait: flo
     """Record that the provider took the message, riding out up to `wait` seconds of database
     outage (a soft time limit ends it sooner). Raising instead would retry the task, and the
     retry would send the message again once the lease lapsed: an SMTP server, unlike the SMS
-    gateway, has no idempotency key to drop the repeat (failure-injection scenario 5)."""
+    gateway, has no idempotency key to drop the repeat (tests/reliability/test_database_outage.py)."""
     deadline, pause = time.monotonic() + wait, 0.05
     while True:
         try:

@@ -29,7 +29,7 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # task once and result writes retried through a database outage: tasks_admin/backend.py.
 CELERY_RESULT_BACKEND = "tasks_admin.backend:ShopDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
-# Database outages (scenario 5 of the failure-injection suite). A write of a result or a
+# Database outages (tests/reliability/test_database_outage.py). A write of a result or a
 # chord report waits for the database only until shortly before the task's soft time limit
 # (RESULT_WRITE_RETRY_SECONDS in the worker's main process, web, beat), then is dropped and
 # logged: waiting past the limit (30 retries with 10 s pauses did) got the task killed and
@@ -55,7 +55,7 @@ CELERY_TASK_ACKS_LATE = True
 # If the broker connection drops, running tasks finish: their acknowledgement is lost and
 # the message comes back, and the task runs again, doing nothing twice. Cancelling them
 # instead (True) killed pool processes mid-step, between an SMTP server taking an e-mail
-# and its record as sent: the redelivered step e-mailed the customer again (scenario 3).
+# and its record as sent: the redelivered step e-mailed the customer again (tests/reliability/test_redis_restart.py).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # One message at a time per process: tasks wait on providers, and a prefetched
 # message would sit behind a slow one instead of going to an idle worker.
@@ -72,7 +72,7 @@ CELERY_TASK_RETRY_ON_WORKER_LOST = True
 # still running then is cancelled and, being acknowledged late, goes back to the queue.
 # SIGTERM starts this soft shutdown only if a prefork worker runs with REMAP_SIGTERM=SIGQUIT
 # in its environment (Procfile; billiard reads it before this file is loaded): a plain SIGTERM
-# waits for running tasks however long they take (found by reliability scenario 11). An
+# waits for running tasks however long they take (found by tests/reliability/test_graceful_deploy.py). An
 # e-mail cut short may add up to EMAIL_TIMEOUT: Django's SMTP backend says QUIT on its way
 # out. Not for the threads pool: it cannot cancel a task (Celery's cold shutdown fails on
 # it), so it always waits, bounded by the providers' timeouts (SMS_TIMEOUT, EMAIL_TIMEOUT).
@@ -109,7 +109,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Each queue needs its own routing key: queues declared by name alone all bind the
 # default exchange with key "celery", and every message would reach all of them.
-# On RabbitMQ they are classic durable queues (kombu's default; reliability scenario 12 and the
+# On RabbitMQ they are classic durable queues (kombu's default; tests/reliability/test_rabbitmq.py and the
 # workflow tests run on them): the simple, documented choice, since a retry's countdown is
 # held by the worker as an unacknowledged message. Quorum queues would need Celery's native
 # delayed delivery (x-queue-type=quorum on each queue, a topic exchange, no global QoS), not set

@@ -102,7 +102,7 @@ class Table:
 def run_again(request) -> bool:
     """A task run again (retried, or redelivered after a worker died) has its outcome written at
     once, not batched: such runs are few, and they are the ones staff look into; batched, a
-    record could die with the next pool process the same fault kills (scenario 2)."""
+    record could die with the next pool process the same fault kills (tests/reliability/test_pool_child_killed.py)."""
     return bool(request.retries or (request.delivery_info or {}).get("redelivered"))
 
 
