@@ -203,7 +203,7 @@ def _pages() -> list[_Page]:
             "state = FAILURE",
             f"{stock}?status__exact={states.FAILURE}",
             TaskResult.objects.filter(status=states.FAILURE).first().task_id,
-            f"{ours}?state={states.FAILURE}",
+            f"{ours}?state__exact={states.FAILURE}",
             change_url(failed),
         ),
         _Page(
