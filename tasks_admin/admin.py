@@ -490,7 +490,7 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
 
 @admin.register(TaskAction)
-class TaskActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class TaskActionAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "user", "task_link", "about", "periodic_task_name", "reason")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("user", "task")

@@ -1,10 +1,11 @@
-"""What the project's admins share, on Django's public API: read-only admins for the rows the
-system writes, admin views that change something (POST only, with a permission of their
+"""What the project's admins share, on Django's public API: read-only admins and inlines for the
+rows the system writes, admin views that change something (POST only, with a permission of their
 own), and bulk actions that are refused, not ignored, when the user may not run them.
 """
 
 from collections.abc import Callable
 
+from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +27,17 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """An object's rows the system writes (an order's lines, steps, payment, messages, audit trail),
+    shown on its page as text, none added, changed or deleted there: the form of a row has no field
+    (tests/functional/test_admin.py::test_order_page_shows_its_lines_workflow_steps_payment_and_messages)."""
+
+    extra = 0
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.fields
 
 
 def post_action(permission: str) -> Callable[[View], View]:
