@@ -50,6 +50,8 @@ Log = Callable[[str], None]
 class Timing:
     median_ms: float
     p95_ms: float
+    min_ms: float  # the fastest and the slowest timed run: the spread on a noisy machine
+    max_ms: float
     queries: int
 
 
@@ -201,7 +203,7 @@ def _pages() -> list[_Page]:
             "state = FAILURE",
             f"{stock}?status__exact={states.FAILURE}",
             TaskResult.objects.filter(status=states.FAILURE).first().task_id,
-            f"{ours}?state={states.FAILURE}",
+            f"{ours}?state__exact={states.FAILURE}",
             change_url(failed),
         ),
         _Page(
@@ -229,8 +231,15 @@ def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
     query_count = len(queries)  # now: the next request clears the connection's query log
     for _ in range(WARMUPS - 1):
         get()
-    milliseconds = percentiles([get() * 1000 for _ in range(runs)])
-    return Timing(round(milliseconds["p50"], 1), round(milliseconds["p95"], 1), query_count)
+    samples = [get() * 1000 for _ in range(runs)]
+    milliseconds = percentiles(samples)
+    return Timing(
+        round(milliseconds["p50"], 1),
+        round(milliseconds["p95"], 1),
+        round(min(samples), 1),
+        round(max(samples), 1),
+        query_count,
+    )
 
 
 def measure_pages(runs: int, log: Log) -> list[PageResult]:

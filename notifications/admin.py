@@ -1,19 +1,16 @@
 from django.contrib import admin
 
+from tasks_admin.adminkit import ActionPermissionMixin, ReadOnlyAdminMixin
+
 from .models import Notification
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every message's record, its idempotency key included: a deleted one could be sent again."""
+
     list_display = ("created_at", "channel", "recipient", "subject", "status", "attempts", "order", "sent_at")
     list_filter = ("channel", "status")
     list_select_related = ("order",)
     search_fields = ("recipient", "=idempotency_key", "=order__number")
-    readonly_fields = [f.name for f in Notification._meta.fields]
     show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

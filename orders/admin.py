@@ -1,11 +1,11 @@
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
 from notifications.models import Notification
+from tasks_admin.adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, ReadOnlyInline, post_action
 from tasks_admin.graph import render_svg
 
 from . import console
@@ -17,22 +17,7 @@ from .selectors import stuck_orders
 # Customer details staff may correct (a mistyped phone number before a message is sent again);
 # each change is recorded in the order's audit trail with its old and new value.
 CONTACT_FIELDS = ("customer_name", "email", "phone", "shipping_address")
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Rows the workflow writes; the admin shows them and never edits them."""
-
-    extra = 0
-    can_delete = False
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+CONTINUE_PERMISSION = "tasks_admin.continue_workflow"
 
 
 class OrderLineInline(ReadOnlyInline):
@@ -81,7 +66,7 @@ class WorkflowFilter(admin.SimpleListFilter):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ("number", "customer_name", "email", "total", "status", "created_at", "updated_at")
     list_filter = ("status", WorkflowFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=number", "email", "customer_name")
@@ -133,7 +118,7 @@ class OrderAdmin(admin.ModelAdmin):
             )
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.continue_workflow_view)
+        view = self.admin_site.admin_view(post_action(CONTINUE_PERMISSION)(self.continue_workflow_view))
         return [path("<path:object_id>/continue/", view, name="orders_order_continue")] + super().get_urls()
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
@@ -142,16 +127,13 @@ class OrderAdmin(admin.ModelAdmin):
             "workflow_graph": render_svg(order_graph(order)) if order else None,
             "can_continue": order is not None
             and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLED)
-            and request.user.has_perm("tasks_admin.continue_workflow"),
+            and request.user.has_perm(CONTINUE_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def continue_workflow_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """Re-run the order's failed (or never run) steps and the rest of its canvas."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm("tasks_admin.continue_workflow"):
-            raise PermissionDenied
+        """Re-run the order's failed (or never run) steps and the rest of its canvas (get_urls: POST
+        only, with its permission)."""
         order = get_object_or_404(Order, pk=object_id)
         try:
             steps = console.continue_order(order, user=request.user, reason=request.POST.get("reason", "")[:500])
@@ -165,29 +147,16 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(DemoGatewayCharge)
-class DemoGatewayChargeAdmin(admin.ModelAdmin):
+class DemoGatewayChargeAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The demo gateway's ledger: a charge's idempotency key charges once, so no row is deleted either."""
+
     list_display = ("reference", "idempotency_key", "amount", "requests", "created_at")
     search_fields = ("=reference", "idempotency_key")
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(SalesReport)
-class SalesReportAdmin(admin.ModelAdmin):
+class SalesReportAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Written by the daily sales report job (orders/reports.py); read-only here."""
 
     list_display = ("day", "orders", "units", "revenue", "generated_at")
     date_hierarchy = "day"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

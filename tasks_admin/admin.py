@@ -1,14 +1,18 @@
 """The task console: task history, dead letters and the audit trail in the Django admin.
 
-Built to stay fast over millions of rows: no full COUNT(*) (a capped count instead),
-filters with fixed choices (no SELECT DISTINCT over the table), searches that hit an
-index (task id, root id, order number, registered task names), denormalised columns.
+On the admin's public API and its stock templates, and fast over millions of rows (README, "At
+scale"): no full COUNT(*) (a capped count instead), filters with fixed choices (no SELECT DISTINCT
+over the table), no facet counts, searches that hit an index (task id, root id, order number,
+registered task names), only the columns the rows show and their buttons read, what a page's tasks
+are about fetched in one query per kind. The stock change list costs about 10 ms a page more than
+the row renderer it replaced, and stays well under the 100 ms a page it must meet over a million
+rows (docs/benchmarks.md, "Reading the figures").
 """
 
 import json
-import threading
-from functools import cached_property, partial
-from html import escape
+from collections.abc import Callable
+from datetime import datetime
+from functools import cache, cached_property, partial
 
 from celery import current_app, states
 from django import forms
@@ -18,17 +22,16 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
+from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
 
 from . import console, services, subjects
-from .changelist import TaskChangeList
+from .adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, post_action
 from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
@@ -44,6 +47,16 @@ STATE_COLOURS = {
     states.REVOKED: "#495057",
 }
 STATE_LABELS = dict(TASK_STATES)
+PERMISSIONS = {
+    Action.RETRY: "tasks_admin.retry_task",
+    Action.REVOKE: "tasks_admin.revoke_task",
+    Action.TERMINATE: "tasks_admin.terminate_task",
+}
+RESOLVE_PERMISSION = "tasks_admin.resolve_deadletter"
+BUTTON = (
+    '<button type="submit" class="button task-{}" formmethod="post" style="padding:3px 8px" title="{}" '
+    'formaction="{}">{}</button>'
+)
 
 
 class CappedCountPaginator(Paginator):
@@ -56,22 +69,19 @@ class CappedCountPaginator(Paginator):
         return self.object_list[: self.CAP + 1].count()
 
 
+@cache
+def _import_task_modules() -> None:
+    """Once per process: each import has Celery's Django fix-up run Django's system checks, which
+    was a fifth of the task list's time (profiled at 1,000,000 rows)."""
+    current_app.loader.import_default_modules()
+
+
 def shop_task_names() -> list[str]:
     """Every task the project defines, the same in every process: the task modules are imported
-    first (a web process has not imported them all by itself)."""
-    current_app.loader.import_default_modules()
+    first (a web process has not imported them all by itself:
+    test_console_hygiene.py::test_a_fresh_web_process_filters_by_every_task_the_project_defines)."""
+    _import_task_modules()
     return sorted(name for name in current_app.tasks if not name.startswith("celery."))
-
-
-class StateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return TASK_STATES
-
-    def queryset(self, request, queryset):
-        return queryset.filter(state=self.value()) if self.value() else queryset
 
 
 class TaskNameFilter(admin.SimpleListFilter):
@@ -100,15 +110,17 @@ class ReasonActionForm(helpers.ActionForm):
     reason = forms.CharField(required=False, label="Reason / note", max_length=500)
 
 
-_PK = "__pk__"  # a placeholder in a reversed URL, for the row's primary key
+def _time(value: datetime | None) -> str | None:
+    """Compact in the list (the time only, for today); the full timestamp on hover."""
+    if value is None:
+        return None
+    local = timezone.localtime(value)
+    short = local.strftime("%H:%M:%S" if local.date() == timezone.localdate() else "%b %d %H:%M")
+    return format_html('<span title="{}">{}</span>', local.isoformat(sep=" ", timespec="milliseconds"), short)
 
 
-class TaskConsoleMixin:
-    """Permissions, row buttons and POST-only action views shared by task history and dead letters."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._local = threading.local()  # the request being rendered, in this thread
+class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
+    """Row buttons, POST-only action views and bulk actions shared by task history and dead letters."""
 
     action_form = ReasonActionForm
     paginator = CappedCountPaginator
@@ -118,7 +130,10 @@ class TaskConsoleMixin:
     # Each row links to its task from the "task" column: no second link Django would reverse,
     # then resolve again to carry the filters, for every row.
     list_display_links = None
-    # What the rows show (TaskChangeList loads only these): not the arguments, result or traceback.
+    empty_value_display = "—"
+    # What the rows show and their buttons read: not the arguments, result or traceback. A field an
+    # owner's offers read and this leaves out is a query per row
+    # (test_the_failed_tasks_page_sends_as_many_queries_for_10_rows_as_for_50).
     list_columns = (
         "task_id",
         "task_name",
@@ -134,44 +149,57 @@ class TaskConsoleMixin:
         "exception_message",
         "subject_type",
         "subject_id",
+        "resolved_at",  # the owners' offers read it: a failed task is retried until resolved
     )
 
-    def get_changelist(self, request: HttpRequest, **kwargs):
-        return TaskChangeList
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).only(*self.list_columns)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def get_changelist_instance(self, request: HttpRequest):
+        """The page, with what each of its tasks is about (an order, say): one query per kind of
+        subject, not one per row."""
+        changelist = super().get_changelist_instance(request)
+        subjects.attach(changelist.result_list)
+        return changelist
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+    def get_list_display(self, request: HttpRequest):
+        # The row's buttons first: at the end of a dozen columns they were scrolled out of sight.
+        return (self.buttons(request), *self.list_display)
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tasks_admin.retry_task")
+        return self._may(request, Action.RETRY)
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tasks_admin.revoke_task")
+        return self._may(request, Action.REVOKE)
 
     def has_terminate_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tasks_admin.terminate_task")
+        return self._may(request, Action.TERMINATE)
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tasks_admin.resolve_deadletter")
+        return request.user.has_perm(RESOLVE_PERMISSION)
+
+    def _may(self, request: HttpRequest, action: Action) -> bool:
+        return request.user.has_perm(PERMISSIONS[action])
 
     def get_urls(self):
         """The task actions' URLs, named after this admin's model: the task list's and the dead
-        letters' buttons each post to their own admin."""
+        letters' buttons each post to their own admin. POST only, CSRF-checked by admin_view,
+        each with its own permission."""
         view, prefix = self.admin_site.admin_view, self._url_prefix
         return [
             *(
                 path(
-                    f"<path:object_id>/{action}/", view(partial(self.action_view, action=action)), name=prefix + action
+                    f"<path:object_id>/{action}/",
+                    view(post_action(PERMISSIONS[action])(partial(self.action_view, action=action))),
+                    name=prefix + action,
                 )
                 for action in Action
             ),
-            path("<path:object_id>/resolve/", view(self.resolve_view), name=f"{prefix}resolve"),
+            path(
+                "<path:object_id>/resolve/",
+                view(post_action(RESOLVE_PERMISSION)(self.resolve_view)),
+                name=f"{prefix}resolve",
+            ),
         ] + super().get_urls()
 
     @property
@@ -180,120 +208,83 @@ class TaskConsoleMixin:
 
     # Columns
 
-    # Fifty rows of a dozen cells: each cell is an f-string with its data escaped, which is
-    # several times cheaper than format_html's escaping of every argument.
+    def buttons(self, request: HttpRequest) -> Callable[[TaskRecord], str]:
+        """The column of each row's buttons, made for this request: what the task's owner offers on
+        it now, among the actions this user may take, each posting to this admin's own URL
+        (test_console_hygiene.py::test_each_list_posts_its_row_buttons_to_its_own_admin)."""
+        allowed = {action for action in Action if self._may(request, action)}
+
+        @admin.display(description="")
+        def actions(record: TaskRecord) -> str:
+            offers = [offer for offer in self.offered(record) if offer.action in allowed] if allowed else []
+            return format_html_join(
+                "",
+                BUTTON,
+                (
+                    (
+                        offer.action,
+                        offer.title,
+                        reverse(f"admin:{self._url_prefix}{offer.action}", args=[record.pk]),
+                        offer.label,
+                    )
+                    for offer in offers
+                ),
+            )
+
+        return actions
+
+    def offered(self, record: TaskRecord) -> list[Offer]:
+        """What the task's owner offers on it now (tasks_admin/console.py)."""
+        return console.offers(record)
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, record: TaskRecord) -> str:
-        return mark_safe(
-            f'<span class="task-state" style="background:{STATE_COLOURS.get(record.state, "#9aa5b1")};color:#fff;'
-            f'padding:2px 8px;border-radius:10px;font-size:11px;white-space:nowrap">'
-            f"{escape(str(STATE_LABELS.get(record.state, record.state)))}</span>"
-        )
-
-    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
-    def action_checkbox(self, record: TaskRecord) -> str:
-        """The row's select box, as Django's, but written directly: rendering the widget's
-        template for each row was the slowest part of the page."""
-        return mark_safe(
-            f'<input type="checkbox" name="{helpers.ACTION_CHECKBOX_NAME}" value="{record.pk}" '
-            f'class="action-select" aria-label="Select {escape(str(record))}">'
+        return format_html(
+            '<span class="task-state" style="background:{};color:#fff;padding:2px 8px;border-radius:10px;'
+            'font-size:11px;white-space:nowrap">{}</span>',
+            STATE_COLOURS.get(record.state, "#9aa5b1"),
+            STATE_LABELS.get(record.state, record.state),
         )
 
     @admin.display(description="task", ordering="task_name")
     def task(self, record: TaskRecord) -> str:
-        name = escape(record.task_name)
-        return mark_safe(
-            f'<a href="{self._url("admin:tasks_admin_taskrecord_change", record.pk)}" title="{name}">'
-            f"{name.rpartition('.')[2]}</a>"
+        return format_html(
+            '<a href="{}" title="{}">{}</a>',
+            reverse("admin:tasks_admin_taskrecord_change", args=[record.pk]),
+            record.task_name,
+            record.task_name.rpartition(".")[2],
         )
 
     @admin.display(description="about")
-    def subject_link(self, record: TaskRecord) -> str:
+    def subject_link(self, record: TaskRecord) -> str | None:
         """What the task is about (an order, say), linked to its admin page."""
         subject = record.subject
         if subject is None:
-            return "—"
-        label = escape(str(subject))
+            return None
         url = subjects.admin_url(subject)
-        return mark_safe(f'<a href="{url}" style="white-space:nowrap">{label}</a>' if url else label)
-
-    def _url(self, name: str, pk) -> str:
-        """reverse(name, args=[pk]), reversed once per page: fifty rows, up to three links each.
-        Primary keys are integers and order ids UUIDs: nothing in them to escape."""
-        urls = self._page.setdefault("urls", {})
-        if name not in urls:
-            urls[name] = reverse(name, args=[_PK])
-        return urls[name].replace(_PK, str(pk))
-
-    @property
-    def _page(self) -> dict:
-        return self._local.page
-
-    def _time(self, value) -> str:
-        """Compact in the list (time only for today); the full timestamp on hover."""
-        if value is None:
-            return "—"
-        zone, today = self._page.setdefault("clock", (timezone.get_current_timezone(), timezone.localdate()))
-        local = value.astimezone(zone)
-        short = local.strftime("%H:%M:%S" if local.date() == today else "%b %d %H:%M")
-        return mark_safe(f'<span title="{local.isoformat(sep=" ", timespec="milliseconds")}">{short}</span>')
+        return format_html('<a href="{}" style="white-space:nowrap">{}</a>', url, subject) if url else str(subject)
 
     @admin.display(description="sent", ordering="sent_at")
-    def sent(self, record: TaskRecord) -> str:
-        return self._time(record.sent_at)
+    def sent(self, record: TaskRecord) -> str | None:
+        return _time(record.sent_at)
 
     @admin.display(description="started", ordering="started_at")
-    def started(self, record: TaskRecord) -> str:
-        return self._time(record.started_at)
+    def started(self, record: TaskRecord) -> str | None:
+        return _time(record.started_at)
 
     @admin.display(description="finished", ordering="finished_at")
-    def finished(self, record: TaskRecord) -> str:
-        return self._time(record.finished_at)
+    def finished(self, record: TaskRecord) -> str | None:
+        return _time(record.finished_at)
 
     @admin.display(description="runtime", ordering="runtime")
-    def runtime_display(self, record: TaskRecord) -> str:
+    def runtime_display(self, record: TaskRecord) -> str | None:
         if record.runtime is None:
-            return "—"
+            return None
         return f"{record.runtime:.2f} s" if record.runtime >= 0.01 else f"{record.runtime * 1000:.1f} ms"
 
-    @admin.display(description="")
-    def row_actions(self, record: TaskRecord) -> str:
-        return mark_safe(
-            "".join(
-                f'<button type="submit" class="button task-{offer.action}" formmethod="post" style="padding:3px 8px" '
-                f'title="{escape(offer.title)}" '
-                f'formaction="{self._url(f"admin:{self._url_prefix}{offer.action}", record.pk)}">'
-                f"{escape(offer.label)}</button>"
-                for offer in self._offers(record)
-            )
-        )
+    # Single-task actions (get_urls: POST only, CSRF- and permission-checked before these run).
 
-    def changelist_view(self, request: HttpRequest, extra_context=None):
-        # A bulk action this user may not run is forbidden (403), not "no action selected".
-        name = request.POST.get("action", "") if request.method == "POST" else ""
-        if name in (self.actions or ()) and name not in self.get_actions(request):
-            raise PermissionDenied
-        # Per thread (one admin serves every request): the row buttons depend on the user's
-        # permissions, and the rows of a page share link patterns and the clock.
-        self._local.request, self._local.page = request, {}
-        return super().changelist_view(request, extra_context)
-
-    def _offers(self, record: TaskRecord, request: HttpRequest | None = None) -> list[Offer]:
-        """What the task's owner offers on it now, among the actions this user may take."""
-        request = request or self._local.request
-        return [offer for offer in console.offers(record) if self._may(request, offer.action)]
-
-    def _may(self, request: HttpRequest, action: Action) -> bool:
-        return getattr(self, f"has_{action}_permission")(request)
-
-    # Single-task actions: POST only, CSRF-checked by admin_view, permission-checked here.
-
-    def _act(self, request: HttpRequest, object_id: str, allowed: bool, act) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not allowed:
-            raise PermissionDenied
+    def _act(self, request: HttpRequest, object_id: str, act: Callable[[TaskRecord, str], Outcome]) -> HttpResponse:
         record = get_object_or_404(TaskRecord, pk=object_id)
         shown = record
         try:
@@ -310,7 +301,7 @@ class TaskConsoleMixin:
         def act(record: TaskRecord, reason: str) -> Outcome:
             return console.perform(action, record, user=request.user, reason=reason)
 
-        return self._act(request, object_id, self._may(request, action), act)
+        return self._act(request, object_id, act)
 
     def resolve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def act(record: TaskRecord, note: str) -> Outcome:
@@ -319,14 +310,15 @@ class TaskConsoleMixin:
             services.resolve(record, user=request.user, note=note)
             return Outcome("Marked as resolved.")
 
-        return self._act(request, object_id, self.has_resolve_permission(request), act)
+        return self._act(request, object_id, act)
 
     # Bulk actions
 
     def _bulk(self, request: HttpRequest, queryset, act, verb: str) -> None:
         reason = request.POST.get("reason", "").strip()[:500]
         done, refused = 0, []
-        for record in queryset[:500]:
+        # Whole rows (defer nothing): an action reads what the list leaves out, the arguments say.
+        for record in queryset.defer(None)[:500]:
             try:
                 act(record, reason)
                 done += 1
@@ -355,9 +347,7 @@ class TaskConsoleMixin:
 
 @admin.register(TaskRecord)
 class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
-    # The row's buttons first: at the end of twelve columns they were scrolled out of sight.
     list_display = (
-        "row_actions",
         "state_badge",
         "task",
         "subject_link",
@@ -370,7 +360,7 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
         "finished",
     )
     list_filter = (
-        StateFilter,
+        ("state", admin.ChoicesFieldListFilter),  # the field's choices: no SELECT DISTINCT
         TaskNameFilter,
         QueueFilter,
         ("sent_at", admin.DateFieldListFilter),
@@ -422,7 +412,7 @@ class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
             "retried_as": list(record.retried_as.all()[:20]),
             "graph": render_svg(graph, highlight=record.task_id) if graph else None,
             "audit": list(record.actions.select_related("user")[:20]),
-            "offers": self._offers(record, request),
+            "offers": [offer for offer in self.offered(record) if self._may(request, offer.action)],
             "subject": subject,
             "subject_url": subjects.admin_url(subject) if subject is not None else "",
             "action_url_prefix": "admin:tasks_admin_taskrecord_",
@@ -458,7 +448,7 @@ class ErrorFilter(admin.SimpleListFilter):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
-    list_display = ("row_actions", "task", "exception_type", "error_message", "subject_link", "finished", "attempts")
+    list_display = ("task", "exception_type", "error_message", "subject_link", "finished", "attempts")
     list_filter = (DeadLetterTaskFilter, ErrorFilter)
     actions = ("requeue_selected", "resolve_selected")
 
@@ -468,9 +458,9 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
             (record.exception_message[:140] + "…") if len(record.exception_message) > 140 else record.exception_message
         )
 
-    def _offers(self, record: TaskRecord, request: HttpRequest | None = None) -> list[Offer]:
+    def offered(self, record: TaskRecord) -> list[Offer]:
         """A dead letter offers its owner's retry (requeue) only: it failed, nothing runs."""
-        return [offer for offer in super()._offers(record, request) if offer.action == Action.RETRY]
+        return [offer for offer in super().offered(record) if offer.action == Action.RETRY]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         groups = (
@@ -502,7 +492,7 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
 
 @admin.register(TaskAction)
-class TaskActionAdmin(admin.ModelAdmin):
+class TaskActionAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "user", "task_link", "about", "periodic_task_name", "reason")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("user", "task")
@@ -521,12 +511,3 @@ class TaskActionAdmin(admin.ModelAdmin):
             reverse("admin:tasks_admin_taskrecord_change", args=[action.task_id]),
             action.task.task_name.rpartition(".")[2],
         )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -66,7 +66,7 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
         "dead_letters": metrics.dead_letter_count(),
         "queued": queued,
         "queued_total": sum(queued.values()),
-        "queued_url": reverse("admin:tasks_admin_taskrecord_changelist") + f"?state={states.PENDING}",
+        "queued_url": reverse("admin:tasks_admin_taskrecord_changelist") + f"?state__exact={states.PENDING}",
         "tiles": [(tile.key, tile.label(), tile.count(), tile.url()) for tile in _tiles],
         "app_url": reverse("admin:app_list", kwargs={"app_label": "tasks_admin"}),
         "history_url": reverse("admin:tasks_admin_taskrecord_changelist"),

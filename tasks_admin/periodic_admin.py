@@ -10,26 +10,28 @@ recent runs from the task history and a preview of its next run times.
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
 from . import services
+from .adminkit import ActionPermissionMixin, post_action
 from .models import TaskRecord
 from .periodic import next_run_times
 
 RECENT_RUNS = 20
+RUN_PERMISSION = "tasks_admin.run_periodic_task"
 
 admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+class PeriodicTaskAdmin(ActionPermissionMixin, beat_admin.PeriodicTaskAdmin):
     change_form_template = "admin/tasks_admin/periodictask/change_form.html"
 
     def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("tasks_admin.run_periodic_task")
+        return request.user.has_perm(RUN_PERMISSION)
 
     # The stock actions need no permission at all: staff who may only view could switch
     # tasks on and off. Switching now needs the change permission...
@@ -52,14 +54,13 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
             self._run(request, periodic_task)
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.run_now_view)
+        view = self.admin_site.admin_view(post_action(RUN_PERMISSION)(self.run_now_view))
         return [path("<path:object_id>/run/", view, name="django_celery_beat_periodictask_run")] + super().get_urls()
 
     def run_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        """POST only, with the run permission (get_urls); and only on a task this user may see."""
         periodic_task = self.get_object(request, unquote(object_id))
-        if not self.has_run_permission(request) or not self.has_view_or_change_permission(request, periodic_task):
+        if not self.has_view_or_change_permission(request, periodic_task):
             raise PermissionDenied
         if periodic_task is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)

@@ -96,6 +96,9 @@ def test_records_of_what_was_sent_and_charged_are_read_only(admin_client, order,
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"recipient": "someone-else@example.com"})
     assert response.status_code == 403
+    delete = reverse(url_name.replace("_change", "_delete"), args=[obj.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert type(obj).objects.filter(pk=obj.pk).exists()
 
 
 def change_form_data(client, order) -> dict:

@@ -104,10 +104,11 @@ def test_staff_without_the_permission_get_403_and_see_neither_button_nor_action(
     assert "run_tasks" not in changelist.content.decode()
     # The stock list actions switched tasks on and off for anyone who could see them.
     assert "enable_tasks" not in changelist.content.decode()
-    viewer.post(
+    forged = viewer.post(
         reverse("admin:django_celery_beat_periodictask_changelist"),
         {"action": "run_tasks", "_selected_action": [periodic_task.pk]},
     )
+    assert forged.status_code == 403
     assert not TaskAction.objects.exists() and not TaskRecord.objects.exists()
     periodic_task.refresh_from_db()
     assert periodic_task.total_run_count == 0

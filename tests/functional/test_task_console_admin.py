@@ -5,15 +5,18 @@ import uuid
 import pytest
 from celery import states
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from orders.checkout import Customer, place_order
+from orders.models import Order
 from tasks_admin import subjects
 from tasks_admin.admin import CappedCountPaginator
 from tasks_admin.models import TaskAction, TaskRecord
-from tests.factories import GOOD_CARD, make_product
+from tests.factories import GOOD_CARD, make_product, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -198,6 +201,50 @@ def test_the_changelist_query_count_does_not_grow_with_rows(admin_client, django
         make_record(states.SUCCESS)
     with django_assert_max_num_queries(12):
         assert admin_client.get(reverse(CHANGELIST)).status_code == 200
+
+
+def test_the_failed_tasks_page_sends_as_many_queries_for_10_rows_as_for_50(admin_client):
+    """Each row's buttons are what its owner offers: a failed task's depend on whether it was
+    resolved, an order's step's on its order. Loading either per row was one query per row."""
+    product = make_product(stock=50)
+    orders = {}
+    for status in (Order.Status.FAILED, Order.Status.ON_HOLD, Order.Status.CONFIRMED, Order.Status.PENDING):
+        order = place_order(
+            customer=Customer(name="A", email="a@example.com", phone="+442079460000"),
+            shipping_address="x",
+            items=[(product.sku, 1)],
+            card_number=GOOD_CARD,
+        )
+        orders[status] = reach(order, status)
+    kinds = [  # (task, state, its order's status): the button each shows
+        ("orders.tasks.charge_payment", states.FAILURE, Order.Status.FAILED),  # Charge again
+        ("orders.tasks.create_shipment", states.FAILURE, Order.Status.ON_HOLD),  # Continue order
+        ("orders.tasks.send_confirmation_sms", states.FAILURE, Order.Status.CONFIRMED),  # Send again
+        ("orders.tasks.charge_payment", states.PENDING, Order.Status.PENDING),  # Cancel order
+        ("tests.fakes.tasks.record_arguments", states.FAILURE, None),  # Retry
+        ("tests.fakes.tasks.record_arguments", states.STARTED, None),  # Terminate
+    ]
+
+    def add_rows(count: int) -> None:
+        for index in range(count):
+            name, state, status = kinds[index % len(kinds)]
+            make_record(state, name, **(subjects.of_object(orders[status]) if status else {}))
+
+    def page() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(reverse(CHANGELIST), {"state__exact": states.FAILURE})
+        assert response.status_code == 200
+        return len(queries), response.content.decode()
+
+    add_rows(15)  # 10 failed
+    few, html = page()
+    add_rows(100)
+    many, html = page()
+
+    assert html.count('class="action-select"') == 50
+    for label in ("Charge again", "Continue order", "Send again", "Retry"):
+        assert f">{label}</button>" in html
+    assert many == few
 
 
 def test_the_detail_page_shows_arguments_links_and_traceback(admin_client):

@@ -47,6 +47,7 @@ def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(
     assert all(pages[page]["stock"]["median_ms"] > 0 and pages[page]["stock"]["queries"] > 0 for page in PAGES[:3])
     assert pages["search: order number"]["stock"] is None
     assert all(page["ours"]["median_ms"] > 0 and page["ours"]["queries"] > 0 for page in pages.values())
+    assert all(page["ours"]["min_ms"] <= page["ours"]["median_ms"] <= page["ours"]["max_ms"] for page in pages.values())
     assert figures["machine"]["rows"] == 2000
 
     with database.maintenance_cursor(server) as cursor:

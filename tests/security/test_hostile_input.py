@@ -677,8 +677,8 @@ def test_html_in_task_arguments_is_escaped_on_the_task_console(admin_client: Cli
 @hostile(25)
 @given(name=html_strings, worker=html_strings, message=html_strings)
 def test_html_in_task_rows_is_escaped_on_the_task_lists(admin_client: Client, name: str, worker: str, message: str):
-    """The task and dead-letter lists write their cells directly (tasks_admin/changelist.py): a task
-    name, worker or error that looks like markup is still shown as text."""
+    """The task and dead-letter lists write some cells as HTML (format_html, tasks_admin/admin.py): a
+    task name, worker or error that looks like markup is still shown as text."""
     with rolled_back():
         TaskRecord.objects.create(
             task_id=str(uuid.uuid4()),

@@ -1,0 +1,69 @@
+"""What the project's admins share, on Django's public API: read-only admins and inlines for the
+rows the system writes, admin views that change something (POST only, with a permission of their
+own), and bulk actions that are refused, not ignored, when the user may not run them.
+"""
+
+from collections.abc import Callable
+
+from django.contrib import admin
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_POST
+
+View = Callable[..., HttpResponse]
+
+
+class ReadOnlyAdminMixin:
+    """Rows the system writes (task history, audit trails, messages, charges, reports): staff see
+    them, nobody adds, changes or deletes one from the admin
+    (tests/functional/test_admin.py::test_records_of_what_was_sent_and_charged_are_read_only)."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """An object's rows the system writes (an order's lines, steps, payment, messages, audit trail),
+    shown on its page as text, none added, changed or deleted there: the form of a row has no field
+    (tests/functional/test_admin.py::test_order_page_shows_its_lines_workflow_steps_payment_and_messages)."""
+
+    extra = 0
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.fields
+
+
+def post_action(permission: str) -> Callable[[View], View]:
+    """An admin view that changes something: POST only (405 otherwise, so a link or a prefetch never
+    acts), and only for a user with `permission` (403). Wrap the result in `admin_site.admin_view`
+    for the staff login and the CSRF check
+    (tests/functional/test_task_console_admin.py::test_action_views_take_post_only_with_a_csrf_token)."""
+
+    def decorate(view: View) -> View:
+        return require_POST(permission_required(permission, raise_exception=True)(view))
+
+    return decorate
+
+
+class ActionPermissionMixin:
+    """A bulk action the user may not run, posted anyway (a forged form), is a 403: Django would
+    answer "no action selected" and the attempt would pass for a slip
+    (tests/functional/test_task_console_admin.py::test_a_forged_bulk_action_the_user_may_not_run_is_forbidden)."""
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        name = request.POST.get("action", "") if request.method == "POST" else ""
+        if name in self._action_names() and name not in self.get_actions(request):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+    def _action_names(self) -> set[str]:
+        """The actions this admin and its site define, whoever may run them."""
+        own = {action if isinstance(action, str) else action.__name__ for action in self.actions or ()}
+        return own | {name for name, _ in self.admin_site.actions}
