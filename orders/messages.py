@@ -56,37 +56,8 @@ def key(order_id, notice: str, channel: str) -> str:
     return f"order:{order_id}:{notice}:{channel}"
 
 
-def confirmation(order: Order, lines=None) -> list[Notification]:
-    """The confirmation e-mail and SMS, queued with the confirmation; the workflow's last two
-    tasks send them."""
-    email = confirmation_email(order, lines)
-    return [
-        Notification(
-            idempotency_key=key(order.pk, "confirmation", Notification.Channel.EMAIL),
-            order=order,
-            channel=Notification.Channel.EMAIL,
-            recipient=order.email,
-            subject=email.subject,
-            body=email.body,
-            html_body=email.html_body,
-        ),
-        Notification(
-            idempotency_key=key(order.pk, "confirmation", Notification.Channel.SMS),
-            order=order,
-            channel=Notification.Channel.SMS,
-            recipient=order.phone,
-            body=confirmation_sms(order),
-        ),
-    ]
-
-
-def stopped(order: Order) -> Notification:
-    """The e-mail telling the customer their order stopped before they paid: cancelled (declined
-    card, left unpaid, cancelled by us) or failed (the payment could not be taken)."""
-    if order.status == Order.Status.CANCELLED:
-        notice, content = "cancelled", _email("cancelled", f"Your order {order.number} was cancelled", order)
-    else:
-        notice, content = "failed", _email("failed", f"A problem with your order {order.number}", order)
+def email_notice(order: Order, notice: str, content: EmailContent) -> Notification:
+    """An e-mail to the order's customer, under its business key (`notice`: confirmation, cancelled…)."""
     return Notification(
         idempotency_key=key(order.pk, notice, Notification.Channel.EMAIL),
         order=order,
@@ -96,3 +67,31 @@ def stopped(order: Order) -> Notification:
         body=content.body,
         html_body=content.html_body,
     )
+
+
+def sms_notice(order: Order, notice: str, body: str) -> Notification:
+    """A text to the order's customer, under its business key."""
+    return Notification(
+        idempotency_key=key(order.pk, notice, Notification.Channel.SMS),
+        order=order,
+        channel=Notification.Channel.SMS,
+        recipient=order.phone,
+        body=body,
+    )
+
+
+def confirmation(order: Order, lines=None) -> list[Notification]:
+    """The confirmation e-mail and SMS, queued with the confirmation; the workflow's last two
+    tasks send them."""
+    return [
+        email_notice(order, "confirmation", confirmation_email(order, lines)),
+        sms_notice(order, "confirmation", confirmation_sms(order)),
+    ]
+
+
+def stopped(order: Order) -> Notification:
+    """The e-mail telling the customer their order stopped before they paid: cancelled (declined
+    card, left unpaid, cancelled by us) or failed (the payment could not be taken)."""
+    if order.status == Order.Status.CANCELLED:
+        return email_notice(order, "cancelled", _email("cancelled", f"Your order {order.number} was cancelled", order))
+    return email_notice(order, "failed", _email("failed", f"A problem with your order {order.number}", order))
