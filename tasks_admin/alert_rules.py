@@ -28,11 +28,12 @@ def _window(row: AlertRule, now: datetime) -> datetime:
     return now - timedelta(minutes=row.window_minutes or 15)
 
 
-def _dead_letters(letters, text: str) -> Iterator[Finding]:
+def _dead_letters(letters, threshold: float, says: str) -> Iterator[Finding]:
+    """One finding when there are more `letters` than `threshold`: "<count> dead letter(s) <says>"."""
     count = letters.count()
-    if count:
+    if count > threshold:
         yield Finding(
-            text.format(count=count),
+            f"{count} dead letter{'s' if count != 1 else ''} {says}.",
             count,
             subjects=list(letters.order_by("-id")[:20]),
             link=reverse("admin:tasks_admin_deadletter_changelist"),
@@ -40,15 +41,14 @@ def _dead_letters(letters, text: str) -> Iterator[Finding]:
 
 
 def dead_letters(row: AlertRule, now: datetime) -> Iterator[Finding]:
-    letters = TaskRecord.objects.dead_letters()
-    if letters.count() > row.threshold:
-        yield from _dead_letters(letters, f"{{count}} dead letters wait for staff (more than {row.threshold:g}).")
+    yield from _dead_letters(
+        TaskRecord.objects.dead_letters(), row.threshold, f"waiting for staff (more than {row.threshold:g})"
+    )
 
 
 def dead_letters_growing(row: AlertRule, now: datetime) -> Iterator[Finding]:
     new = TaskRecord.objects.dead_letters().filter(finished_at__gte=_window(row, now))
-    if new.count() > row.threshold:
-        yield from _dead_letters(new, f"{{count}} new dead letters in the last {row.window_minutes:g} min.")
+    yield from _dead_letters(new, row.threshold, f"new in the last {row.window_minutes:g} min")
 
 
 def _due_after(task: PeriodicTask, moment: datetime) -> datetime:

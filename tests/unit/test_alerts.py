@@ -73,7 +73,7 @@ def test_an_alert_opens_once_updates_while_it_holds_and_resolves_once_with_one_n
     letter = record()
     made = alerts.evaluate()
     [alert] = open_alerts("dead-letters")
-    assert alert.value == 1 and "1 dead letters" in alert.summary
+    assert alert.value == 1 and alert.summary == "1 dead letter waiting for staff (more than 0)."
     assert alert.subjects == [{"type": "tasks_admin.taskrecord", "id": str(letter.pk)}]
     assert notices(alert) == [("opened", "email"), ("opened", "webhook")]
     assert sorted(made) == sorted(alert.notices.values_list("pk", flat=True))
