@@ -9,11 +9,13 @@ import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from io import StringIO
 from unittest import mock
 
 import pytest
 from celery import states
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -25,6 +27,7 @@ from tasks_admin import alert_delivery, alert_rules, alerts
 from tasks_admin.beat import LOCK_NAME, acquire_lease
 from tasks_admin.errors import PermanentProviderError, TransientProviderError
 from tasks_admin.models import Alert, AlertNotice, AlertRule, TaskRecord
+from tasks_admin.tasks import deliver_alert_notice
 from tests.factories import make_product, reach
 from tests.fakes.webhook_receiver import WebhookReceiver
 
@@ -345,3 +348,18 @@ def test_a_task_failing_above_the_rate_over_the_window_alerts():
     record(states.FAILURE, task_name="a.flaky")
     [finding] = rule_findings("task-failure-rate")
     assert finding.key == "a.flaky" and finding.value == pytest.approx(33.3)
+
+
+def test_the_watchdog_command_reports_a_dead_beat_without_beat(monkeypatch, settings):
+    settings.ALERT_WEBHOOK_URL = ""
+    alerts.rule_rows()
+    AlertRule.objects.exclude(key="no-beat").update(enabled=False)
+    queued: list[int] = []
+    monkeypatch.setattr(deliver_alert_notice, "delay", queued.append)
+    out = StringIO()
+
+    call_command("evaluate_alerts", stdout=out)
+
+    assert "open: no-beat (celery-beat): No beat has ever held the scheduler lease" in out.getvalue()
+    assert queued == list(AlertNotice.objects.filter(channel="email").values_list("pk", flat=True))
+    assert "notices queued: 1" in out.getvalue()
