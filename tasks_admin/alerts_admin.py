@@ -1,6 +1,7 @@
 """Business alerts in the admin: alerts read-only but for acknowledging one (its own permission,
 POST only), and the rules' settings — enabled, threshold, window — edited, none added or deleted
-(the rules are code: tasks_admin/alerts.py). Proved by tests/functional/test_alerts_admin.py."""
+(the rules are code: tasks_admin/alerts.py). Proved by tests/functional/test_alerts_admin.py and
+tests/unit/test_alerts.py (acknowledging and its permission)."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -111,7 +112,7 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
     list_display = ("key", "title", "enabled", "threshold", "unit", "window_minutes", "updated_at")
-    list_editable = ("enabled", "threshold", "window_minutes")
+    list_editable = ("enabled", "threshold")  # the window on the change page: not every rule has one
     fields = ("key", "title", "description", "enabled", "threshold", "unit", "window_minutes")
     readonly_fields = ("key", "title", "description", "unit")
 
