@@ -4,6 +4,7 @@ edited, a bad value refused with a message, none added or deleted; alerts read-o
 import pytest
 from django.urls import reverse
 
+from tasks_admin import alerts
 from tasks_admin.models import Alert, AlertRule
 
 pytestmark = pytest.mark.django_db
@@ -57,3 +58,17 @@ def test_rules_are_not_added_or_deleted_and_alerts_are_not_added(admin_client):
     assert admin_client.post(reverse("admin:tasks_admin_alertrule_delete", args=[rule.pk])).status_code == 403
     assert admin_client.get(reverse("admin:tasks_admin_alert_add")).status_code == 403
     assert not Alert.objects.exists()
+
+
+def test_the_alert_list_filters_open_alerts_and_a_bad_id_is_not_found(admin_client):
+    alerts.rule_rows()
+    AlertRule.objects.exclude(key="no-beat").update(enabled=False)
+    alerts.evaluate()
+    page = admin_client.get(reverse("admin:tasks_admin_alert_changelist") + "?state=open")
+    assert page.status_code == 200 and b"No beat has ever held the scheduler lease" in page.content
+    resolved = admin_client.get(reverse("admin:tasks_admin_alert_changelist") + "?state=resolved")
+    assert b"No beat has ever held" not in resolved.content
+    alert = Alert.objects.get()
+    detail = admin_client.get(reverse("admin:tasks_admin_alert_change", args=[alert.pk]))
+    assert detail.status_code == 200 and b"No beat holds the lease" in detail.content
+    assert admin_client.post(reverse("admin:tasks_admin_alert_acknowledge", args=["nope"])).status_code == 404
