@@ -61,7 +61,8 @@ def _due_after(task: PeriodicTask, moment: datetime) -> datetime:
 
 def periodic_job_late(row: AlertRule, now: datetime) -> Iterator[Finding]:
     """Each interval or crontab job (enabled, or one of the apps' defaults switched off) whose
-    next due time after its last run in the task history (its last change, if it never ran) is
+    next due time after its last run in the task history (else beat's last send, else its last
+    change) is
     more than `threshold` minutes past: a dead beat, a job switched off, a schedule that never fires."""
     defaults = {default.name for default in periodic.defaults()}
     jobs = (
@@ -81,7 +82,8 @@ def periodic_job_late(row: AlertRule, now: datetime) -> Iterator[Finding]:
         if job.start_time and job.start_time > now:
             continue
         last = last_runs.get(job.name)
-        due = _due_after(job, last or job.date_changed)
+        # Beat's own last send when the history no longer has a run (cleaned up after TASK_HISTORY_DAYS).
+        due = _due_after(job, last or job.last_run_at or job.date_changed)
         if now > due + grace:
             since = f"last ran {last:%Y-%m-%d %H:%M:%S} UTC" if last else "never ran"
             off = " It is switched off." if not job.enabled else ""

@@ -18,7 +18,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from orders import lifecycle
 from orders.checkout import Customer, place_order
@@ -319,6 +319,17 @@ def test_a_periodic_job_that_missed_its_window_by_more_than_its_grace_alerts(set
     TaskRecord.objects.filter(periodic_task_name="switched off").update(periodic_task_name=default.name)
     findings = {finding.key: finding for finding in rule_findings("periodic-job-late")}
     assert "It is switched off" in findings["Evaluate alert rules"].summary
+
+
+def test_a_crontab_job_is_judged_from_its_crontab():
+    AlertRule.objects.update_or_create(key="periodic-job-late", defaults={"threshold": 5})
+    daily = CrontabSchedule.objects.create(minute="15", hour="0", timezone="UTC")
+    job = PeriodicTask.objects.create(name="daily", task="tasks_admin.tasks.evaluate_alerts", crontab=daily)
+    ran(job, timedelta(minutes=1))  # due again at the next 00:15
+    assert rule_findings("periodic-job-late") == []
+    TaskRecord.objects.filter(periodic_task_name="daily").update(sent_at=timezone.now() - timedelta(days=2))
+    [finding] = rule_findings("periodic-job-late")
+    assert finding.key == "daily"
 
 
 def test_no_beat_holding_the_lease_alerts():
