@@ -1,6 +1,6 @@
 """The task layer's own alert rules, read from the database: dead letters, periodic jobs that
 missed their window, no beat holding the lease, old queued tasks, failing tasks
-(tests/unit/test_alert_rules.py, tests/integration/test_business_alerts.py)."""
+(tests/unit/test_alerts.py, tests/integration/test_business_alerts.py)."""
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,6 +17,7 @@ from .beat import LOCK_NAME
 from .models import AlertRule, SchedulerLock, TaskRecord
 
 MIN_RUNS = 5  # a failure rate over fewer runs says too little to page anyone
+WINDOW_MINUTES = 15  # the windowed rules' default, and their window if staff cleared it
 
 
 def _changelist(**filters: str) -> str:
@@ -24,8 +25,12 @@ def _changelist(**filters: str) -> str:
     return f"{url}?{urlencode(filters)}" if filters else url
 
 
+def _minutes(row: AlertRule) -> float:
+    return row.window_minutes or WINDOW_MINUTES
+
+
 def _window(row: AlertRule, now: datetime) -> datetime:
-    return now - timedelta(minutes=row.window_minutes or 15)
+    return now - timedelta(minutes=_minutes(row))
 
 
 def _dead_letters(letters, threshold: float, says: str) -> Iterator[Finding]:
@@ -48,7 +53,7 @@ def dead_letters(row: AlertRule, now: datetime) -> Iterator[Finding]:
 
 def dead_letters_growing(row: AlertRule, now: datetime) -> Iterator[Finding]:
     new = TaskRecord.objects.dead_letters().filter(finished_at__gte=_window(row, now))
-    yield from _dead_letters(new, row.threshold, f"new in the last {row.window_minutes:g} min")
+    yield from _dead_letters(new, row.threshold, f"new in the last {_minutes(row):g} min")
 
 
 def _due_after(task: PeriodicTask, moment: datetime) -> datetime:
@@ -145,7 +150,7 @@ def task_failure_rate(row: AlertRule, now: datetime) -> Iterator[Finding]:
         rate = 100 * failures / runs
         if runs >= MIN_RUNS and rate > row.threshold:
             yield Finding(
-                f"{task_name}: {failures} of {runs} runs failed in the last {row.window_minutes:g} min "
+                f"{task_name}: {failures} of {runs} runs failed in the last {_minutes(row):g} min "
                 f"({rate:.0f} %, more than {row.threshold:g} %).",
                 round(rate, 1),
                 key=task_name,
@@ -161,7 +166,7 @@ for _rule in (
         "new dead letters",
         0,
         dead_letters_growing,
-        default_window_minutes=15,
+        default_window_minutes=WINDOW_MINUTES,
         help="New dead letters within the window above the threshold.",
     ),
     Rule(
@@ -187,7 +192,7 @@ for _rule in (
         "%",
         20,
         task_failure_rate,
-        default_window_minutes=15,
+        default_window_minutes=WINDOW_MINUTES,
         help=f"A task failing more than this percent of its runs within the window (at least {MIN_RUNS} runs).",
     ),
 ):

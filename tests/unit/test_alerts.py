@@ -359,6 +359,9 @@ def test_a_task_failing_above_the_rate_over_the_window_alerts():
     record(states.FAILURE, task_name="a.flaky")
     [finding] = rule_findings("task-failure-rate")
     assert finding.key == "a.flaky" and finding.value == pytest.approx(33.3)
+    AlertRule.objects.filter(key="task-failure-rate").update(window_minutes=None)  # cleared by staff: the default
+    [finding] = rule_findings("task-failure-rate")
+    assert "in the last 15 min" in finding.summary
 
 
 def test_the_watchdog_command_reports_a_dead_beat_without_beat(monkeypatch, settings):
