@@ -11,8 +11,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import alerts
-from .adminkit import ReadOnlyAdminMixin, post_action
-from .models import Alert, AlertRule
+from .adminkit import ReadOnlyAdminMixin, ReadOnlyInline, post_action
+from .models import Alert, AlertNotice, AlertRule
 
 ACKNOWLEDGE_PERMISSION = "tasks_admin.acknowledge_alert"
 
@@ -47,8 +47,17 @@ class OpenFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NoticeInline(ReadOnlyInline):
+    """Whether each transition reached each channel: sent when, after how many attempts, the last error."""
+
+    model = AlertNotice
+    fields = ("transition", "channel", "created_at", "sent_at", "attempts", "error")
+    verbose_name_plural = "notices"
+
+
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    inlines = (NoticeInline,)
     change_form_template = "admin/tasks_admin/alert/change_form.html"
     list_display = ("title", "subject_key", "summary", "opened_at", "last_seen_at", "resolved_at", "acknowledged")
     list_filter = (OpenFilter, "rule")

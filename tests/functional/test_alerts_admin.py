@@ -71,4 +71,5 @@ def test_the_alert_list_filters_open_alerts_and_a_bad_id_is_not_found(admin_clie
     alert = Alert.objects.get()
     detail = admin_client.get(reverse("admin:tasks_admin_alert_change", args=[alert.pk]))
     assert detail.status_code == 200 and b"No beat holds the lease" in detail.content
+    assert b"notices" in detail.content and b"opened" in detail.content  # its notice, not yet sent
     assert admin_client.post(reverse("admin:tasks_admin_alert_acknowledge", args=["nope"])).status_code == 404
