@@ -20,8 +20,9 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -91,7 +92,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             content_type="text/plain",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    return HttpResponse(scrape(), content_type=CONTENT_TYPE_LATEST)
+    # The text format every Prometheus 2.x reads (metric names here are all classic ones).
+    return HttpResponse(scrape(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def _authorized(header: str, token: str) -> bool:
