@@ -8,8 +8,11 @@ from django.conf import settings
 from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from . import workflow
 from .models import Order, WorkflowStep
 from .selectors import stuck_orders
+
+SETTLED = [state for state in WorkflowStep.State.values if state != WorkflowStep.State.PENDING]
 
 
 class OrderCollector:
@@ -27,14 +30,17 @@ class OrderCollector:
             "Workflow steps settled, by step and outcome (confirm_order SUCCESS: orders confirmed)",
             labels=["step", "state"],
         )
-        settled = (
-            WorkflowStep.objects.exclude(state=WorkflowStep.State.PENDING)
+        settled = {
+            (name, state): n
+            for name, state, n in WorkflowStep.objects.exclude(state=WorkflowStep.State.PENDING)
             .values_list("name", "state")
             .annotate(n=Count("id"))
-            .order_by("name", "state")
-        )
-        for name, state, n in settled:
-            steps.add_metric([name, state], n)
+            .order_by()
+        }
+        # Every step and outcome, zero included: increase() sees the first order confirmed.
+        for name in workflow.STEPS:
+            for state in SETTLED:
+                steps.add_metric([name, state], settled.get((name, state), 0))
         yield steps
         yield GaugeMetricFamily(
             "shop_orders_stuck",
