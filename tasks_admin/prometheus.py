@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 from collections.abc import Iterator
+from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -30,7 +31,6 @@ from .collectors import TaskCollector
 
 logger = logging.getLogger(__name__)
 
-_registry = CollectorRegistry()
 _collectors: dict[str, Collector] = {}
 
 
@@ -66,17 +66,25 @@ class _Registered:
         yield up
 
 
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    MultiProcessCollector(_registry)  # every gunicorn worker's HTTP series, from their files
-else:
-    _registry.register(_ThisProcess())
-_registry.register(_Registered())
 register_collector("tasks", TaskCollector())
+
+
+@cache
+def _registry() -> CollectorRegistry:
+    """Made at the first scrape, in a web process: workers and beat, which import this module
+    too, never read the multiprocess folder (gunicorn.conf.py makes it when the web starts)."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # every gunicorn worker's HTTP series, from their files
+    else:
+        registry.register(_ThisProcess())
+    registry.register(_Registered())
+    return registry
 
 
 def scrape() -> bytes:
     """Every series, in Prometheus text format."""
-    return generate_latest(_registry)
+    return generate_latest(_registry())
 
 
 @require_safe

@@ -104,8 +104,7 @@ class Prometheus:
 
 @pytest.fixture
 def shop(tmp_path) -> Iterator[Stack]:
-    multiproc = tmp_path / "prometheus-multiproc"
-    multiproc.mkdir()
+    multiproc = tmp_path / "prometheus-multiproc"  # made, empty, by gunicorn.conf.py
     with FakeSmsGateway() as sms, FakeSmtpServer() as smtp:
         stack = Stack(
             tmp_path / "stack",
