@@ -82,29 +82,31 @@ def test_tasks_by_name_and_state_with_runtime_and_queue_wait_histograms(scrape):
     record(name, states.SUCCESS, runtime=2.0, waited=20)
     record(name, states.FAILURE, runtime=0.2, waited=0.05)
     record(name, states.REVOKED)
+    record(name, states.FAILURE, runtime=0.02, waited=0.05, expected_failure=True)  # a declined card, say
     record(name, states.PENDING)  # not finished: not counted
 
     samples = scrape()
     assert value(samples, "celery_tasks_total", task=name, state="SUCCESS") == 2
     assert value(samples, "celery_tasks_total", task=name, state="FAILURE") == 1
     assert value(samples, "celery_tasks_total", task=name, state="REVOKED") == 1
+    assert value(samples, "celery_tasks_total", task=name, state="EXPECTED_FAILURE") == 1
     assert value(samples, "celery_tasks_total", task=name, state="PENDING") is None
 
     runtime = "celery_task_runtime_seconds"
-    assert value(samples, f"{runtime}_bucket", task=name, le="0.05") == 1
-    assert value(samples, f"{runtime}_bucket", task=name, le="0.25") == 2
-    assert value(samples, f"{runtime}_bucket", task=name, le="2.5") == 3
-    assert value(samples, f"{runtime}_bucket", task=name, le="+Inf") == 3
-    assert value(samples, f"{runtime}_count", task=name) == 3
-    assert value(samples, f"{runtime}_sum", task=name) == pytest.approx(2.23)
+    assert value(samples, f"{runtime}_bucket", task=name, le="0.05") == 2
+    assert value(samples, f"{runtime}_bucket", task=name, le="0.25") == 3
+    assert value(samples, f"{runtime}_bucket", task=name, le="2.5") == 4
+    assert value(samples, f"{runtime}_bucket", task=name, le="+Inf") == 4
+    assert value(samples, f"{runtime}_count", task=name) == 4
+    assert value(samples, f"{runtime}_sum", task=name) == pytest.approx(2.25)
 
     wait = "celery_task_queue_wait_seconds"
-    assert value(samples, f"{wait}_bucket", task=name, le="0.1") == 1
-    assert value(samples, f"{wait}_bucket", task=name, le="1.0") == 2
-    assert value(samples, f"{wait}_bucket", task=name, le="10.0") == 2
-    assert value(samples, f"{wait}_bucket", task=name, le="30.0") == 3
-    assert value(samples, f"{wait}_count", task=name) == 3
-    assert value(samples, f"{wait}_sum", task=name) == pytest.approx(20.55)
+    assert value(samples, f"{wait}_bucket", task=name, le="0.1") == 2
+    assert value(samples, f"{wait}_bucket", task=name, le="1.0") == 3
+    assert value(samples, f"{wait}_bucket", task=name, le="10.0") == 3
+    assert value(samples, f"{wait}_bucket", task=name, le="30.0") == 4
+    assert value(samples, f"{wait}_count", task=name) == 4
+    assert value(samples, f"{wait}_sum", task=name) == pytest.approx(20.6)
 
 
 def test_dead_letters_beat_lease_and_periodic_jobs(scrape):

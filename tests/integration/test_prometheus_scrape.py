@@ -165,6 +165,7 @@ def test_prometheus_scrapes_the_shop_and_the_series_move_as_orders_run(shop, pro
     window = int(time.time() - before) + 1
     increase = prometheus.scalar(f"sum(increase({confirmed}[{window}s]))")
     assert ORDERS <= increase < ORDERS + 1, increase
+    print(f"sum(increase({confirmed}[{window}s])) = {increase}")  # shown with -s: a real run's figure
 
     assert prometheus.scalar('shop_orders{status="confirmed"}') == ORDERS + 1
     assert prometheus.scalar("celery_workers_up") >= 1
