@@ -77,14 +77,16 @@ def test_an_overdue_task_runs_at_once():
     assert next_run_times(task, now=NOW)[:2] == [NOW, NOW + timedelta(minutes=5)]
 
 
-def test_a_crontab_task_runs_at_its_next_matching_times():
+def daily_task(**fields) -> PeriodicTask:
+    """At 00:15 UTC every day."""
     schedule = CrontabSchedule.objects.create(minute="15", hour="0", timezone="UTC")
-    task = PeriodicTask.objects.create(
-        name="daily",
-        task="orders.tasks.build_daily_sales_report",
-        crontab=schedule,
-        last_run_at=NOW - timedelta(hours=11),
+    return PeriodicTask.objects.create(
+        name="daily", task="orders.tasks.build_daily_sales_report", crontab=schedule, **fields
     )
+
+
+def test_a_crontab_task_runs_at_its_next_matching_times():
+    task = daily_task(last_run_at=NOW - timedelta(hours=11))
 
     assert next_run_times(task, now=NOW) == [datetime(2026, 6, d, 0, 15, tzinfo=UTC) for d in range(2, 7)]
 
@@ -95,14 +97,7 @@ def test_an_overdue_task_was_due_one_step_after_its_last_run_however_late_it_is_
     assert due_at(task, now=NOW) == NOW - timedelta(minutes=115)
     task.last_run_at = NOW - timedelta(minutes=2)
     assert due_at(task, now=NOW) == NOW + timedelta(minutes=3)
-    schedule = CrontabSchedule.objects.create(minute="15", hour="0", timezone="UTC")
-    daily = PeriodicTask.objects.create(
-        name="daily",
-        task="orders.tasks.build_daily_sales_report",
-        crontab=schedule,
-        last_run_at=NOW - timedelta(days=3),
-    )
-    assert due_at(daily, now=NOW) == datetime(2026, 5, 30, 0, 15, tzinfo=UTC)
+    assert due_at(daily_task(last_run_at=NOW - timedelta(days=3)), now=NOW) == datetime(2026, 5, 30, 0, 15, tzinfo=UTC)
 
 
 def test_start_time_one_off_expiry_and_disabled_tasks_are_taken_into_account():
