@@ -7,7 +7,7 @@ export DJANGO_SETTINGS_MODULE := settings
 # the files it creates are its user's only (0600), like var/'s folders (settings/env.py).
 PRIVATE := umask 077 &&
 
-.PHONY: run test test-reliability bench bench-quick lint setup
+.PHONY: run test test-reliability test-alerts bench bench-quick lint setup
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -44,6 +44,12 @@ bench: $(BIN)/.installed
 # The same in under 2 minutes, smaller (CI, checking a change); writes under var/.
 bench-quick: $(BIN)/.installed
 	$(BIN)/python -m benchmarks --quick --json var/bench-quick.json --chart var/bench-quick.svg
+
+# The alerting rules (docs/prometheus/alerts.yml) checked and unit-tested with promtool (Debian's
+# `prometheus` package; .ci/run installs it). About a second.
+test-alerts:
+	promtool check rules docs/prometheus/alerts.yml
+	promtool test rules docs/prometheus/alerts_test.yml
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "http://127.0.0.1:8000"
+METRICS_TOKEN = "smoke-metrics-token"
 
 
 def request(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -31,6 +32,16 @@ def request(method: str, path: str, body: dict | None = None) -> tuple[int, dict
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
+
+
+def metrics(token: str) -> tuple[int, str]:
+    """GET /metrics with a bearer token (README: Operating → Metrics)."""
+    req = urllib.request.Request(BASE + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
 
 
 def wait(predicate, timeout: float, what: str):
@@ -68,6 +79,7 @@ def main() -> None:
     var = scratch / "var"  # not there yet: the project makes it
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["SHOP_VAR_DIR"] = str(var)
+    env["METRICS_TOKEN"] = METRICS_TOKEN
     log_path = scratch / "make-run.log"
     log = open(log_path, "wb")
     stack = subprocess.Popen(
@@ -107,6 +119,11 @@ def main() -> None:
         # Workers record step states in batches (WRITE_BEHIND_SECONDS), a moment after the order moves on.
         order = wait(lambda: recorded(request("GET", path)[1]), 10, "every step recorded as SUCCESS")
         print("Steps: " + ", ".join(f"{s['name']} {s['state']}" for s in order["steps"]))
+        assert metrics("wrong")[0] == 401
+        status, text = metrics(METRICS_TOKEN)
+        confirmed = 'shop_orders{status="confirmed"} 1.0'
+        assert status == 200 and confirmed in text, (status, text[-3000:])
+        print(f"/metrics: {confirmed}")
         if offenders := shared(var):
             print("Open to group or others under var/:\n  " + "\n  ".join(offenders))
             raise SystemExit(f"FAILED: {len(offenders)} paths under var/ are not private")

@@ -1,6 +1,7 @@
 """What the orders app contributes to the task console, through its extension points: what
 console actions mean for an order's workflow tasks (the README's table), the order's workflow
-graph, a dashboard tile of stuck orders, its alert rules (orders/alerts.py), and finding an order's tasks by its number.
+graph, a dashboard tile of stuck orders, its alert rules (orders/alerts.py), its series on
+/metrics (orders/metrics.py), and finding an order's tasks by its number.
 
 The console offers retry, revoke and terminate on any task; for an order's steps the order
 decides (tasks_admin/console.py): revoking its queued charge cancels the order, revoking or
@@ -17,7 +18,7 @@ from django.urls import reverse
 
 from notifications.models import Notification
 from tasks_admin import alerts as task_alerts
-from tasks_admin import console, dashboard, subjects
+from tasks_admin import console, dashboard, prometheus, subjects
 from tasks_admin import services as task_console
 from tasks_admin.console import Action, Offer, Outcome
 from tasks_admin.models import PLANNED, TaskAction, TaskRecord
@@ -25,6 +26,7 @@ from tasks_admin.models import PLANNED, TaskAction, TaskRecord
 from . import alerts, lifecycle, services, workflow
 from .errors import CheckoutError, OrderActionRefused
 from .graph import order_graph
+from .metrics import OrderCollector
 from .models import Order
 from .selectors import stuck_orders
 
@@ -177,6 +179,7 @@ task_alerts.register_rule(
         help="An order in a state that is not final (on hold included) whose status has not changed for this long.",
     )
 )
+prometheus.register_collector("orders", OrderCollector())
 subjects.register_search(
     lambda term: Order.objects.filter(number=term.upper()) if term.upper().startswith("SO-") else (),
     hint="an order number (SO-…)",

@@ -28,7 +28,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "shop.jsonapi.JsonErrorsMiddleware",  # outermost: it sees every answer to the API
+    # Outermost: times every request and counts its final status (/metrics).
+    "tasks_admin.http_metrics.RequestMetricsMiddleware",
+    "shop.jsonapi.JsonErrorsMiddleware",  # it sees every answer to the API
     "django.middleware.security.SecurityMiddleware",
     "shop.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -119,6 +121,10 @@ if env_bool("BEHIND_PROXY", False):
 
 # The JSON API caps request bodies well below Django's default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
+
+# /metrics (Prometheus text format) answers 404 unless METRICS_TOKEN is set; then it takes
+# "Authorization: Bearer <token>", or basic auth with the token as the password, and 401 otherwise.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 # Every record is written once, by root's console handler. Django's default handlers on "django"

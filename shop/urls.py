@@ -6,6 +6,7 @@ from django.urls import include, path
 from orders import api as orders_api
 from orders import views as orders_views
 from tasks_admin.dashboard import dashboard_view
+from tasks_admin.prometheus import metrics_view
 
 from . import api, views
 
@@ -44,6 +45,7 @@ urlpatterns = [
     path("api/", include(json_api)),
     path("admin/tasks/dashboard/", admin.site.admin_view(dashboard_view), name="tasks_dashboard"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = views.page_not_found

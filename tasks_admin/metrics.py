@@ -6,6 +6,7 @@ percentile function. Broker reads use short timeouts and report an unreachable b
 instead of raising, so the page still renders when the broker is down.
 """
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -58,6 +59,9 @@ class QueueDepth:
     name: str
     messages: int  # waiting in the broker
     recorded: int = 0  # queued in the task history
+    # The task ids of the messages next in line (one per priority list on Redis): the oldest
+    # message's age is its send time in the task history (a Celery message carries none).
+    next_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,9 @@ def _finished_between(start: datetime, end: datetime) -> QuerySet[TaskRecord]:
     return TaskRecord.objects.filter(finished_at__gte=start, finished_at__lt=end)
 
 
-def read_broker(app: Celery) -> BrokerView | None:
-    """Queue depths from the broker and the workers that answer within BROKER_TIMEOUT; None if unreachable."""
+def read_broker(app: Celery, peek: bool = False) -> BrokerView | None:
+    """Queue depths from the broker and the workers that answer within BROKER_TIMEOUT; None if
+    unreachable. With `peek`, each queue's next task ids too (for /metrics' oldest message age)."""
     conn = app.connection_for_read(
         connect_timeout=BROKER_TIMEOUT,
         # Redis: bound socket connects and reads too (the AMQP transport ignores these); reads
@@ -185,13 +190,14 @@ def read_broker(app: Celery) -> BrokerView | None:
     try:
         with conn:
             conn.ensure_connection(max_retries=0)
-            return BrokerView(queues=_queue_depths(conn), workers=_workers(app, conn))
+            return BrokerView(queues=_queue_depths(conn, peek), workers=_workers(app, conn))
     except (OperationalError, *conn.connection_errors) as exc:
         logger.warning("Task dashboard: broker unreachable: %s", exc)
         return None
 
 
-def _queue_depths(conn: Connection) -> list[QueueDepth]:
+def _queue_depths(conn: Connection, peek: bool = False) -> list[QueueDepth]:
+    """Messages waiting per configured queue; with `peek`, the ids of the next ones as well."""
     depths = []
     for queue in settings.CELERY_TASK_QUEUES:
         # A channel per queue: on AMQP a passive declare of a missing queue closes its channel.
@@ -200,8 +206,30 @@ def _queue_depths(conn: Connection) -> list[QueueDepth]:
                 _, messages, _ = channel.queue_declare(queue=queue.name, passive=True)
             except conn.channel_errors:
                 messages = 0  # never declared, or (Redis) empty: nothing waiting
-        depths.append(QueueDepth(queue.name, messages))
+            next_ids = _next_task_ids(conn, channel, queue.name) if peek and messages else ()
+        depths.append(QueueDepth(queue.name, messages, next_ids=next_ids))
     return depths
+
+
+def _next_task_ids(conn: Connection, channel, queue: str) -> tuple[str, ...]:
+    """The task ids at the head of `queue`, read without taking the messages.
+
+    Redis: kombu pushes on the left of one list per priority step and pops from the right, so
+    each list's oldest message is its last element. AMQP: the head message is fetched
+    unacknowledged and rejected with requeue, which puts it back in its place.
+    """
+    if conn.transport.driver_type == "redis":
+        keys = [channel._q_for_pri(queue, priority) for priority in channel.priority_steps]
+        raw = [channel.client.lindex(key, -1) for key in dict.fromkeys(keys)]
+        return tuple(filter(None, (json.loads(item).get("headers", {}).get("id") for item in raw if item)))
+    if conn.transport.driver_type == "amqp":
+        message = channel.basic_get(queue=queue, no_ack=False)
+        if message is None:
+            return ()
+        channel.basic_reject(message.delivery_tag, requeue=True)
+        task_id = (message.headers or {}).get("id")
+        return (task_id,) if task_id else ()
+    return ()
 
 
 def _workers(app: Celery, conn: Connection) -> list[WorkerInfo]:

@@ -7,6 +7,7 @@ name) and leaves every existing one exactly as it is.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import import_module
@@ -102,26 +103,39 @@ def next_run_times(task: PeriodicTask, count: int = 5, now: datetime | None = No
     """When beat will send `task` next, up to `count` times: for interval and crontab schedules
     (a clocked task runs once, at its time; solar schedules are not previewed)."""
     now = now or timezone.now()
-    if not task.enabled or not (task.interval_id or task.crontab_id):
+    after = _stepper(task)
+    if after is None:
         return []
-    if task.interval_id:
-        every = task.interval.schedule.run_every
-
-        def after(moment: datetime) -> datetime:
-            return moment + every
-    else:
-        crontab = task.crontab.schedule
-
-        def after(moment: datetime) -> datetime:
-            start, delta, _ = crontab.remaining_delta(moment)
-            return start + delta
-
-    if task.start_time and task.start_time > now:
-        times = [task.start_time]
-    else:
-        # Beat counts from the last run (from the last change, before the first one), and
-        # sends an overdue task at once.
-        times = [max(after(task.last_run_at or task.date_changed or now), now)]
+    times = [max(due_at(task, now), now)]  # beat sends an overdue task at once
     while len(times) < (1 if task.one_off else count):
         times.append(after(times[-1]))
     return [moment for moment in times if not task.expires or moment < task.expires]
+
+
+def due_at(task: PeriodicTask, now: datetime | None = None) -> datetime | None:
+    """When beat should have sent, or should send, `task` next, overdue or not: beat counts from
+    the last run (from the last change, before the first one). None for a task beat will not
+    send by a schedule (disabled, clocked, solar). /metrics' lateness is `now` minus this."""
+    after = _stepper(task)
+    if after is None:
+        return None
+    now = now or timezone.now()
+    if task.start_time and task.start_time > now:
+        return task.start_time
+    return after(task.last_run_at or task.date_changed or now)
+
+
+def _stepper(task: PeriodicTask) -> Callable[[datetime], datetime] | None:
+    """The next time of `task`'s schedule after a given moment, for interval and crontab schedules."""
+    if not task.enabled or not (task.interval_id or task.crontab_id):
+        return None
+    if task.interval_id:
+        every = task.interval.schedule.run_every
+        return lambda moment: moment + every
+    crontab = task.crontab.schedule
+
+    def after(moment: datetime) -> datetime:
+        start, delta, _ = crontab.remaining_delta(moment)
+        return start + delta
+
+    return after

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from tasks_admin.periodic import next_run_times
+from tasks_admin.periodic import due_at, next_run_times
 
 pytestmark = pytest.mark.django_db
 
@@ -78,16 +78,27 @@ def test_an_overdue_task_runs_at_once():
     assert next_run_times(task, now=NOW)[:2] == [NOW, NOW + timedelta(minutes=5)]
 
 
-def test_a_crontab_task_runs_at_its_next_matching_times():
+def daily_task(**fields) -> PeriodicTask:
+    """At 00:15 UTC every day."""
     schedule = CrontabSchedule.objects.create(minute="15", hour="0", timezone="UTC")
-    task = PeriodicTask.objects.create(
-        name="daily",
-        task="orders.tasks.build_daily_sales_report",
-        crontab=schedule,
-        last_run_at=NOW - timedelta(hours=11),
+    return PeriodicTask.objects.create(
+        name="daily", task="orders.tasks.build_daily_sales_report", crontab=schedule, **fields
     )
 
+
+def test_a_crontab_task_runs_at_its_next_matching_times():
+    task = daily_task(last_run_at=NOW - timedelta(hours=11))
+
     assert next_run_times(task, now=NOW) == [datetime(2026, 6, d, 0, 15, tzinfo=UTC) for d in range(2, 7)]
+
+
+def test_an_overdue_task_was_due_one_step_after_its_last_run_however_late_it_is_now():
+    """/metrics' lateness (tasks_admin/collectors.py): a dead beat leaves last_run_at where it was."""
+    task = interval_task(last_run_at=NOW - timedelta(hours=2))
+    assert due_at(task, now=NOW) == NOW - timedelta(minutes=115)
+    task.last_run_at = NOW - timedelta(minutes=2)
+    assert due_at(task, now=NOW) == NOW + timedelta(minutes=3)
+    assert due_at(daily_task(last_run_at=NOW - timedelta(days=3)), now=NOW) == datetime(2026, 5, 30, 0, 15, tzinfo=UTC)
 
 
 def test_start_time_one_off_expiry_and_disabled_tasks_are_taken_into_account():
