@@ -19,7 +19,7 @@ from notifications import services as notifications
 
 from . import cancellation_workflow, lifecycle, messages, stock
 from .errors import OrderActionRefused, StepNotAllowed
-from .models import Order, Payment, Shipment
+from .models import Order, OrderEvent, Payment, Shipment
 from .payments import get_gateway
 from .services import locked, skip_unfinished
 
@@ -30,14 +30,22 @@ CUSTOMER_REASON = "you cancelled it."
 STAFF_REASON = "it was cancelled by our staff."
 
 
+UNDER_WAY = (Status.CANCELLING, Status.CANCELLED)
+
+
 class AlreadyShipped(OrderActionRefused):
     """Too late: the order has a shipment."""
+
+
+def offered(order: Order) -> bool:
+    """Whether the order page offers to cancel (the request itself checks again, under the lock)."""
+    return order.status not in UNDER_WAY and refusal(order) is None
 
 
 def refusal(order: Order) -> OrderActionRefused | None:
     """Why this order cannot be cancelled now, said to its customer; None if it can (or is being
     cancelled already: asking again is answered with the cancellation under way)."""
-    if order.status in (Status.CANCELLING, Status.CANCELLED):
+    if order.status in UNDER_WAY:
         return None
     if order.status == Status.CONFIRMED or Shipment.objects.filter(order=order).exists():
         return AlreadyShipped(f"Order {order.number} has already shipped: it can no longer be cancelled.")
@@ -56,7 +64,7 @@ def request(order_id, *, actor: str, user: AbstractBaseUser | None = None, note:
     (AlreadyShipped) says why it cannot be. Audited: who (`actor`, `user`), when, why (`note`)."""
     with transaction.atomic():
         order = locked(order_id)  # waits for a create_shipment holding the order: then it sees the shipment
-        if order.status in (Status.CANCELLING, Status.CANCELLED):
+        if order.status in UNDER_WAY:
             return False
         refused = refusal(order)
         if refused is not None:
@@ -69,9 +77,31 @@ def request(order_id, *, actor: str, user: AbstractBaseUser | None = None, note:
     return True
 
 
+def send_again(order_id, *, actor: str, user: AbstractBaseUser | None = None, note: str = "") -> None:
+    """Send an unfinished cancellation again from its first step (staff retrying a dead letter such
+    as a declined refund, or the recovery job): every step is idempotent, so what was done is
+    not done twice."""
+    with transaction.atomic():
+        order = locked(order_id)
+        if order.status != Status.CANCELLING:
+            raise OrderActionRefused(
+                f"Order {order.number} is {order.get_status_display()}: no cancellation to resume."
+            )
+        OrderEvent.objects.create(
+            order=order,
+            kind="resume_cancel",
+            from_status=order.status,
+            to_status=order.status,
+            user=user,
+            actor=actor,
+            note=note,
+        )
+        cancellation_workflow.start(order)
+
+
 def _cancelling(order_id, doing: str) -> Order:
     order = Order.objects.select_related("payment").get(pk=order_id)
-    if order.status not in (Status.CANCELLING, Status.CANCELLED):
+    if order.status not in UNDER_WAY:
         raise StepNotAllowed(f"Order {order.number} is {order.get_status_display()}: {doing}.")
     return order
 
@@ -105,9 +135,9 @@ def record_cancellation_sales(order_id: str) -> bool:
     `sales_recorded_at` is the claim (the daily report counts confirmed orders only)."""
     _cancelling(order_id, "not changing its sales figures")
     with transaction.atomic():
-        claimed = Order.objects.filter(
-            pk=order_id, status__in=(Status.CANCELLING, Status.CANCELLED), sales_recorded_at__isnull=False
-        ).update(sales_recorded_at=None)
+        claimed = Order.objects.filter(pk=order_id, status__in=UNDER_WAY, sales_recorded_at__isnull=False).update(
+            sales_recorded_at=None
+        )
         if claimed:
             stock.add_to_products(order_id, "units_sold", -1)
     return bool(claimed)

@@ -6,7 +6,6 @@ only once it is committed, and at most once per key.
 """
 
 from dataclasses import dataclass
-
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -31,7 +30,7 @@ def order_url(order: Order) -> str:
 
 
 def lookup_url(order: Order) -> str:
-    """"Find my order" with the number filled in: the order page once the checkout e-mail is given.
+    """ "Find my order" with the number filled in: the order page once the checkout e-mail is given.
     What a text carries: an SMS body alone does not open the order (tests/security/test_lookup_exposure.py)."""
     return settings.SHOP_BASE_URL.rstrip("/") + reverse("orders:lookup") + "?" + urlencode({"number": order.number})
 

@@ -264,12 +264,12 @@ class RateCounter(models.Model):
     cache: every gunicorn worker and host shares it without a shared cache server."""
 
     key = models.CharField(max_length=200)
-    window = models.BigIntegerField(help_text="The window's start, in seconds since the epoch")
+    window_start = models.BigIntegerField(help_text="The window's start, in seconds since the epoch")
     hits = models.PositiveIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["key", "window"], name="ratecounter_unique_window")]
-        indexes = [models.Index(fields=["window"], name="ratecounter_window")]
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="ratecounter_unique_window")]
+        indexes = [models.Index(fields=["window_start"], name="ratecounter_window")]
 
     def __str__(self) -> str:
-        return f"{self.key} @ {self.window}: {self.hits}"
+        return f"{self.key} @ {self.window_start}: {self.hits}"

@@ -123,14 +123,11 @@ class DemoGateway:
             .first()
         )
 
-
     def refund(self, *, idempotency_key: str) -> str:
         if self.latency:
             time.sleep(self.latency)
         with connection.cursor() as cursor:
-            cursor.execute(
-                _REFUND_ONCE, [db_value(DemoGatewayCharge, "refunded_at", timezone.now()), idempotency_key]
-            )
+            cursor.execute(_REFUND_ONCE, [db_value(DemoGatewayCharge, "refunded_at", timezone.now()), idempotency_key])
             row = cursor.fetchone()
         if row is None:
             raise RefundDeclined(f"No charge under {idempotency_key} to refund.")

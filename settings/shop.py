@@ -1,6 +1,6 @@
 """The shop's own settings: payment gateway, e-mail, SMS, retry policy and periodic jobs."""
 
-from .env import env_bool, env_float, env_int, env_list, env_str, var_dir, var_path
+from .env import env_bool, env_float, env_int, env_list, env_rate, env_str, var_dir, var_path
 
 SHOP_NAME = env_str("SHOP_NAME", "Celery Shop")
 SHOP_BASE_URL = env_str("SHOP_BASE_URL", "http://127.0.0.1:8000")
@@ -49,3 +49,13 @@ TASK_WORKER_LOST_RETRY_DELAY = env_float("TASK_WORKER_LOST_RETRY_DELAY", 10.0)
 STALE_ORDER_MINUTES = env_int("STALE_ORDER_MINUTES", 60)
 STUCK_WORKFLOW_MINUTES = env_float("STUCK_WORKFLOW_MINUTES", 10)
 LOW_STOCK_THRESHOLD = env_int("LOW_STOCK_THRESHOLD", 5)
+
+# Abuse limits (orders/ratelimit.py): "<requests>/<seconds>" per client (its IP address) and, for
+# the order lookup, per order number too; counted in a database table every web process shares.
+RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
+RATE_LIMITS = {
+    "checkout": env_rate("RATE_LIMIT_CHECKOUT", "10/60"),
+    "lookup": env_rate("RATE_LIMIT_LOOKUP", "10/300"),
+    "lookup_order": env_rate("RATE_LIMIT_LOOKUP_ORDER", "5/900"),
+    "cancel": env_rate("RATE_LIMIT_CANCEL", "5/300"),
+}

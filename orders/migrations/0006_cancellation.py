@@ -109,14 +109,14 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("key", models.CharField(max_length=200)),
                 (
-                    "window",
+                    "window_start",
                     models.BigIntegerField(help_text="The window's start, in seconds since the epoch"),
                 ),
                 ("hits", models.PositiveIntegerField(default=0)),
             ],
             options={
-                "indexes": [models.Index(fields=["window"], name="ratecounter_window")],
-                "constraints": [models.UniqueConstraint(fields=("key", "window"), name="ratecounter_unique_window")],
+                "indexes": [models.Index(fields=["window_start"], name="ratecounter_window")],
+                "constraints": [models.UniqueConstraint(fields=("key", "window_start"), name="ratecounter_unique_window")],
             },
         ),
         migrations.RunPython(create, restore),
