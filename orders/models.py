@@ -232,7 +232,7 @@ class DemoGatewayCharge(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # A charge is refunded at most once, however often the refund is asked for.
     refunded_at = models.DateTimeField(null=True, blank=True)
-    refund_requests = models.PositiveIntegerField(default=0, help_text="Refund requests received for this charge")
+    refund_requests = models.PositiveIntegerField(db_default=0, help_text="Refund requests received for this charge")
 
     class Meta:
         verbose_name = "demo gateway charge"

@@ -101,7 +101,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="demogatewaycharge",
             name="refund_requests",
-            field=models.PositiveIntegerField(default=0, help_text="Refund requests received for this charge"),
+            field=models.PositiveIntegerField(db_default=0, help_text="Refund requests received for this charge"),
         ),
         migrations.CreateModel(
             name="RateCounter",
