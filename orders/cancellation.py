@@ -153,4 +153,5 @@ def send_cancellation(order_id: str, channel: str) -> int:
 def finish(order_id: str) -> bool:
     """The chord's callback: refunded, released, told and counted — the order is cancelled."""
     order = _cancelling(order_id, "not finishing a cancellation")
-    return lifecycle.move(order, lifecycle.FINISH_CANCEL, actor="workflow:finish_cancellation")
+    with transaction.atomic():
+        return lifecycle.move(order, lifecycle.FINISH_CANCEL, actor="workflow:finish_cancellation")
