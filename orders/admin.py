@@ -131,7 +131,7 @@ class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
         extra = {
             "workflow_graph": render_svg(order_graph(order)) if order else None,
             "can_continue": order is not None
-            and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLED)
+            and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLING, Order.Status.CANCELLED)
             and request.user.has_perm(CONTINUE_PERMISSION),
             "can_cancel": order is not None
             and cancellation.offered(order)
