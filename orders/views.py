@@ -88,7 +88,9 @@ def order_cancel(request: HttpRequest, pk) -> HttpResponse:
             refused = exc
         else:
             messages.success(
-                request, f"Order {order.number} is being cancelled. This page shows the refund as it happens."
+                request,
+                f"Order {order.number} is being cancelled: any payment is refunded and the items released; "
+                "an e-mail and a text confirm it when done.",
             )
             return redirect(order)
     status = 409 if refused is not None and request.method == "POST" else 200
