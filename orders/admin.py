@@ -8,7 +8,7 @@ from notifications.models import Notification
 from tasks_admin.adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, ReadOnlyInline, post_action
 from tasks_admin.graph import render_svg
 
-from . import console
+from . import cancellation, console, lifecycle
 from .errors import CheckoutError, OrderActionRefused
 from .graph import order_graph
 from .models import DemoGatewayCharge, Order, OrderEvent, OrderLine, Payment, SalesReport, Shipment, WorkflowStep
@@ -18,6 +18,7 @@ from .selectors import stuck_orders
 # each change is recorded in the order's audit trail with its old and new value.
 CONTACT_FIELDS = ("customer_name", "email", "phone", "shipping_address")
 CONTINUE_PERMISSION = "tasks_admin.continue_workflow"
+CANCEL_PERMISSION = "orders.cancel_order"
 
 
 class OrderLineInline(ReadOnlyInline):
@@ -39,7 +40,7 @@ class OrderEventInline(ReadOnlyInline):
 
 class PaymentInline(ReadOnlyInline):
     model = Payment
-    fields = ("amount", "status", "card_last4", "gateway_reference", "error", "captured_at")
+    fields = ("amount", "status", "card_last4", "gateway_reference", "error", "captured_at", "refunded_at")
 
 
 class ShipmentInline(ReadOnlyInline):
@@ -119,15 +120,22 @@ class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view(post_action(CONTINUE_PERMISSION)(self.continue_workflow_view))
-        return [path("<path:object_id>/continue/", view, name="orders_order_continue")] + super().get_urls()
+        cancel = self.admin_site.admin_view(post_action(CANCEL_PERMISSION)(self.cancel_view))
+        return [
+            path("<path:object_id>/continue/", view, name="orders_order_continue"),
+            path("<path:object_id>/cancel/", cancel, name="orders_order_cancel"),
+        ] + super().get_urls()
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         order = self.get_object(request, object_id)
         extra = {
             "workflow_graph": render_svg(order_graph(order)) if order else None,
             "can_continue": order is not None
-            and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLED)
+            and order.status not in (Order.Status.CONFIRMED, Order.Status.CANCELLING, Order.Status.CANCELLED)
             and request.user.has_perm(CONTINUE_PERMISSION),
+            "can_cancel": order is not None
+            and cancellation.offered(order)
+            and request.user.has_perm(CANCEL_PERMISSION),
         }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
@@ -145,12 +153,39 @@ class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
             )
         return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
 
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Cancel and refund the order through the cancellation workflow (get_urls: POST only, with
+        its own permission); audited on the order: who, when, and the reason, which is required."""
+        order = get_object_or_404(Order, pk=object_id)
+        reason = request.POST.get("reason", "").strip()[:500]
+        if not reason:
+            messages.error(request, "Give the reason for cancelling: it is kept in the order's audit trail.")
+        else:
+            try:
+                started = cancellation.request(
+                    order.pk, actor=lifecycle.staff(request.user), user=request.user, note=reason
+                )
+            except OrderActionRefused as exc:
+                messages.error(request, str(exc))
+            else:
+                done = "is being cancelled and refunded" if started else "was being cancelled already"
+                messages.success(request, f"Order {order.number} {done}: the workflow's graph shows its progress.")
+        return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
+
 
 @admin.register(DemoGatewayCharge)
 class DemoGatewayChargeAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The demo gateway's ledger: a charge's idempotency key charges once, so no row is deleted either."""
 
-    list_display = ("reference", "idempotency_key", "amount", "requests", "created_at")
+    list_display = (
+        "reference",
+        "idempotency_key",
+        "amount",
+        "requests",
+        "refunded_at",
+        "refund_requests",
+        "created_at",
+    )
     search_fields = ("=reference", "idempotency_key")
 
 

@@ -1,4 +1,4 @@
-"""POST /api/orders/ and GET /api/orders/<id>/."""
+"""POST /api/orders/, GET /api/orders/<id>/, POST /api/orders/lookup/ and POST /api/orders/<id>/cancel/."""
 
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -7,16 +7,19 @@ from django.urls import reverse
 from shop.cart import MAX_LINE_QUANTITY
 from shop.jsonapi import ApiError, api_view, read_json_object
 
+from . import cancellation, lookup
 from .checkout import Customer, place_order
-from .errors import CheckoutError, InsufficientStock
-from .forms import CheckoutForm
+from .errors import CheckoutError, InsufficientStock, OrderActionRefused
+from .forms import CancelForm, CheckoutForm, LookupForm
 from .models import Order
+from .ratelimit import limited
 from .selectors import order_status
 
 MAX_ITEMS = 50
 _CUSTOMER_FIELDS = ("name", "email", "phone")
 
 
+@limited("checkout")
 @api_view(("POST",))
 def order_create(request: HttpRequest) -> JsonResponse:
     data = read_json_object(request)
@@ -71,6 +74,54 @@ def order_create(request: HttpRequest) -> JsonResponse:
 @api_view(("GET",))
 def order_detail(request: HttpRequest, pk) -> JsonResponse:
     return JsonResponse(order_status(get_object_or_404(Order, pk=pk)))
+
+
+@limited("lookup")
+@api_view(("POST",))
+def order_lookup(request: HttpRequest) -> JsonResponse:
+    """{"number", "email"} → the order's id and links; 404 with one message for any mismatch."""
+    data = read_json_object(request)
+    form = LookupForm(_strings(data, ("number", "email")))
+    if not form.is_valid():
+        raise ApiError(400, {field: list(errors) for field, errors in form.errors.items()})
+    order = lookup.find(form.cleaned_data["number"], form.cleaned_data["email"])
+    if order is None:
+        raise ApiError(404, {"__all__": [lookup.NOT_FOUND]}, lookup.NOT_FOUND)
+    return JsonResponse(
+        {
+            "id": str(order.pk),
+            "number": order.number,
+            "url": request.build_absolute_uri(order.get_absolute_url()),
+            "status_url": request.build_absolute_uri(reverse("api:order_detail", args=[order.pk])),
+        }
+    )
+
+
+@limited("cancel")
+@api_view(("POST",))
+def order_cancel(request: HttpRequest, pk) -> JsonResponse:
+    """Cancel the order (whoever holds its id): 202 while the cancellation workflow runs, 409 with
+    the reason when it cannot be (already shipped)."""
+    order = get_object_or_404(Order, pk=pk)
+    data = read_json_object(request) if request.body else {}
+    form = CancelForm(_strings(data, ("reason",)))
+    if not form.is_valid():
+        raise ApiError(400, {field: list(errors) for field, errors in form.errors.items()})
+    try:
+        started = cancellation.request(order.pk, actor="customer", note=form.cleaned_data["reason"])
+    except OrderActionRefused as exc:
+        raise ApiError(409, {"__all__": [str(exc)]}, str(exc)) from None
+    order.refresh_from_db()
+    body = {"id": str(order.pk), "number": order.number, "status": order.status, "started": started}
+    return JsonResponse(body | {"status_url": reverse("api:order_detail", args=[order.pk])}, status=202)
+
+
+def _strings(data: dict, fields: tuple[str, ...]) -> dict:
+    """The form's data from a JSON object: 400 naming any field that is not a string."""
+    not_text = [field for field in fields if data.get(field) is not None and not isinstance(data[field], str)]
+    if not_text:
+        raise ApiError(400, {field: ["Give a string."] for field in not_text})
+    return {field: data.get(field) for field in fields}
 
 
 def _path(field: str) -> str:

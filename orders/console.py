@@ -23,7 +23,7 @@ from tasks_admin import services as task_console
 from tasks_admin.console import Action, Offer, Outcome
 from tasks_admin.models import PLANNED, TaskAction, TaskRecord
 
-from . import alerts, lifecycle, services, workflow
+from . import alerts, cancellation, cancellation_workflow, lifecycle, services, workflow
 from .errors import CheckoutError, OrderActionRefused
 from .graph import order_graph
 from .metrics import OrderCollector
@@ -150,7 +150,38 @@ def _act_on_message(action: Action, record: TaskRecord, order: Order, *, user, r
     return Outcome(done)
 
 
+class CancellationTasks(console.TaskOwner):
+    """The cancellation workflow's tasks: a run that failed for good (a refund the gateway
+    declined, a step past its retries) is retried by sending the order's cancellation again,
+    whose steps do nothing twice; nothing else is offered (tests/integration/test_cancellation.py)."""
+
+    def offers(self, record: TaskRecord) -> list[Offer]:
+        order = order_of(record)
+        if order is None or order.status != Status.CANCELLING:
+            return []
+        if record.state in console.RETRYABLE_STATES and not record.resolved_at:
+            return [Offer(Action.RETRY, "Retry cancellation", f"Send {order.number}'s cancellation again")]
+        return []
+
+    def graph(self, record: TaskRecord):
+        order = order_of(record)
+        return order_graph(order) if order is not None else super().graph(record)
+
+    def perform(self, action: Action, record: TaskRecord, *, user: AbstractBaseUser, reason: str) -> Outcome:
+        console.offer(self, record, action)
+        order = order_of(record)
+        try:
+            cancellation.send_again(order.pk, actor=lifecycle.staff(user), user=user, note=reason)
+        except OrderActionRefused as exc:
+            raise task_console.ActionRefused(str(exc)) from exc
+        done = f"Sent the cancellation of order {order.number} again."
+        task_console.resolve_failures(TaskRecord.objects.about(order), user=user, note=done)
+        task_console.audit(TaskAction.Kind.CONTINUE_WORKFLOW, user, reason, subject=order, target=order, message=done)
+        return Outcome(done)
+
+
 console.register(OrderTasks(), workflow.TASK_NAMES)
+console.register(CancellationTasks(), cancellation_workflow.TASK_NAMES)
 dashboard.register_tile(
     dashboard.Tile(
         key="stuck-orders",

@@ -37,3 +37,31 @@ class CheckoutForm(forms.Form):
             return normalize_card_number(self.cleaned_data["card_number"])
         except InvalidCard as exc:
             raise forms.ValidationError(str(exc)) from None
+
+
+class LookupForm(forms.Form):
+    """ "Find my order": the order number and the e-mail address given at checkout."""
+
+    number = forms.CharField(
+        max_length=20,
+        label="Order number",
+        help_text="As in your confirmation, e.g. SO-7K2QH-X9M4D",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    email = forms.EmailField(
+        max_length=254,
+        label="E-mail address used at checkout",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+
+    def clean_number(self) -> str:
+        return self.cleaned_data["number"].strip().upper()
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Why are you cancelling? (optional)",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )

@@ -1,12 +1,14 @@
 """The order workflow drawn for the admin: laid out from its definition (orders/workflow.py),
-each node coloured by the step's recorded outcome or, until it has one, its current run."""
+each node coloured by the step's recorded outcome or, until it has one, its current run; and,
+once the order is being cancelled, its cancellation workflow (orders/cancellation_workflow.py)
+after it, coloured by its runs (tests/unit/test_order_graph.py)."""
 
 from celery import states
 
 from tasks_admin.graph import Graph, node
 from tasks_admin.models import TaskRecord
 
-from . import workflow
+from . import cancellation_workflow, workflow
 from .models import Order, WorkflowStep
 
 
@@ -32,5 +34,25 @@ def order_graph(order: Order) -> Graph:
         [step_node(workflow.CONFIRM)],
         [step_node(message) for message in workflow.MESSAGES],
     ]
-    edges = [(a.key, b.key) for left, right in zip(columns, columns[1:], strict=False) for a in left for b in right]
-    return Graph(columns=columns, edges=edges, chords=[list(workflow.FULFIL)])
+    chords = [list(workflow.FULFIL)]
+    edges = _edges(columns)
+    cancelling = cancellation_workflow
+    if any(cancelling.task_name(step) in latest for step in cancelling.STEPS):
+
+        def run_node(step: str):
+            return node(step, step, latest.get(cancelling.task_name(step)))
+
+        more = [
+            [run_node(cancelling.REFUND)],
+            [run_node(cancelling.RELEASE)],
+            [run_node(step) for step in cancelling.TELL_AND_COUNT],
+            [run_node(cancelling.FINISH)],
+        ]
+        columns += more
+        edges += _edges(more)
+        chords.append(list(cancelling.TELL_AND_COUNT))
+    return Graph(columns=columns, edges=edges, chords=chords)
+
+
+def _edges(columns) -> list[tuple[str, str]]:
+    return [(a.key, b.key) for left, right in zip(columns, columns[1:], strict=False) for a in left for b in right]

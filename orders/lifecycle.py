@@ -42,8 +42,26 @@ HOLD = Transition("hold", (Status.PAID,), Status.ON_HOLD, "error callback (a ste
 RESUME = Transition("resume", (Status.ON_HOLD,), Status.PAID, "staff (continue, retry)")
 RETRY_PAYMENT = Transition("retry_payment", (Status.FAILED,), Status.PENDING, "staff (continue, retry)")
 CANCEL = Transition("cancel", (Status.PENDING, Status.FAILED), Status.CANCELLED, "staff; stale-order job")
+# Cancelling an order that may be paid: allowed only while nothing is shipped (orders/cancellation.py
+# checks that under the order's row lock); the cancellation workflow refunds, releases, tells.
+REQUEST_CANCEL = Transition("request_cancel", Order.CANCELLABLE, Status.CANCELLING, "customer (order page); staff")
+FINISH_CANCEL = Transition(
+    "finish_cancel", (Status.CANCELLING,), Status.CANCELLED, "finish_cancellation task (the chord's callback)"
+)
 
-TRANSITIONS = (START_CHARGE, CAPTURE, DECLINE, FAIL_PAYMENT, CONFIRM, HOLD, RESUME, RETRY_PAYMENT, CANCEL)
+TRANSITIONS = (
+    START_CHARGE,
+    CAPTURE,
+    DECLINE,
+    FAIL_PAYMENT,
+    CONFIRM,
+    HOLD,
+    RESUME,
+    RETRY_PAYMENT,
+    CANCEL,
+    REQUEST_CANCEL,
+    FINISH_CANCEL,
+)
 # Every (from, to) the database accepts; a status may also be written unchanged.
 ALLOWED_PAIRS = sorted({(source, t.target) for t in TRANSITIONS for source in t.sources if source != t.target})
 

@@ -10,16 +10,18 @@ other finds it moved on.
 import logging
 from datetime import timedelta
 
+from celery import states
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
 from notifications import services as notifications
 from notifications.tasks import deliver_message
 from tasks_admin import history
+from tasks_admin.models import TaskRecord
 
-from . import services
+from . import cancellation, cancellation_workflow, services
 from .errors import OrderActionRefused
 from .models import Order, WorkflowStep
 from .selectors import stuck_orders
@@ -65,9 +67,19 @@ def stuck_workflows(minutes: int) -> QuerySet[Order]:
     return stuck_orders(minutes).exclude(pk__in=stale)
 
 
+def stuck_cancellations(minutes: int) -> QuerySet[Order]:
+    """Orders being cancelled whose cancellation has not moved for `minutes` (its canvas was never
+    sent: the broker was down), except those with a failed step waiting for staff (a declined
+    refund is a dead letter, not something to ask the gateway again every few minutes)."""
+    failed = TaskRecord.objects.about_outer(Order).filter(
+        task_name__in=cancellation_workflow.TASK_NAMES, state=states.FAILURE, resolved_at__isnull=True
+    )
+    return stuck_orders(minutes, statuses=(Order.Status.CANCELLING,)).exclude(Exists(failed))
+
+
 def recover_stuck_workflows(minutes: int | None = None) -> dict[str, list[str]]:
-    """Send the unfinished steps of every stuck workflow again, and the messages nobody is
-    sending; return {order number: steps sent} (messages under the key "messages").
+    """Send the unfinished steps of every stuck workflow again, every stuck cancellation, and the
+    messages nobody is sending; return {order number: steps sent} (messages under the key "messages").
 
     Re-sending is safe: each step is idempotent, and one that already succeeded is skipped.
     """
@@ -85,6 +97,13 @@ def recover_stuck_workflows(minutes: int | None = None) -> dict[str, list[str]]:
             except OrderActionRefused:
                 continue
         logger.warning("Order %s was stuck; sent again: %s", number, ", ".join(resent[number]) or "nothing")
+    for order_id, number in stuck_cancellations(minutes).values_list("pk", "number"):
+        try:
+            cancellation.send_again(order_id, actor="job:recover_stuck_workflows", note="stuck: sent again")
+        except OrderActionRefused:
+            continue  # finished meanwhile
+        resent[number] = ["cancellation"]
+        logger.warning("Order %s: its cancellation was stuck; sent again", number)
     keys = notifications.stuck(timedelta(minutes=minutes))
     for key in keys:
         deliver_message.delay(key)

@@ -6,9 +6,11 @@ only once it is committed, and at most once per key.
 """
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from notifications.models import Notification
 
@@ -23,14 +25,22 @@ class EmailContent:
 
 
 def order_url(order: Order) -> str:
+    """The order's private link: whoever holds it reads the order. Only in the e-mail's body."""
     return settings.SHOP_BASE_URL.rstrip("/") + order.get_absolute_url()
 
 
-def _email(template: str, subject: str, order: Order, lines=None) -> EmailContent:
-    context = {
+def lookup_url(order: Order) -> str:
+    """ "Find my order" with the number filled in: the order page once the checkout e-mail is given.
+    What a text carries: an SMS body alone does not open the order (tests/security/test_lookup_exposure.py)."""
+    return settings.SHOP_BASE_URL.rstrip("/") + reverse("orders:lookup") + "?" + urlencode({"number": order.number})
+
+
+def _email(template: str, subject: str, order: Order, lines=None, extra=None) -> EmailContent:
+    context = (extra or {}) | {
         "order": order,
         "lines": order.lines.all() if lines is None else lines,
         "order_url": order_url(order),
+        "lookup_url": lookup_url(order),
         "shop_name": settings.SHOP_NAME,
     }
     return EmailContent(
@@ -47,7 +57,7 @@ def confirmation_email(order: Order, lines=None) -> EmailContent:
 def confirmation_sms(order: Order) -> str:
     return (
         f"{settings.SHOP_NAME}: thank you! Order {order.number} ({order.total} EUR) is confirmed. "
-        f"Track it at {order_url(order)}"
+        f"Track it at {lookup_url(order)}"
     )
 
 
@@ -95,3 +105,16 @@ def stopped(order: Order) -> Notification:
     if order.status == Order.Status.CANCELLED:
         return email_notice(order, "cancelled", _email("cancelled", f"Your order {order.number} was cancelled", order))
     return email_notice(order, "failed", _email("failed", f"A problem with your order {order.number}", order))
+
+
+def cancellation(order: Order, channel: str) -> Notification:
+    """The e-mail or text telling the customer the cancellation they (or staff) asked for is done:
+    refunded if they were charged, the items released. Sent by the cancellation's chord."""
+    refunded = order.payment.status == order.payment.Status.REFUNDED
+    if channel == Notification.Channel.SMS:
+        money = f"€{order.total} is refunded to your card" if refunded else "you have not been charged"
+        body = f"{settings.SHOP_NAME}: order {order.number} is cancelled; {money}. Details: {lookup_url(order)}"
+        return sms_notice(order, "cancelled", body)
+    context = {"refunded": refunded}
+    content = _email("cancellation", f"Your order {order.number} is cancelled", order, extra=context)
+    return email_notice(order, "cancelled", content)

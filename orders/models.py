@@ -33,6 +33,7 @@ class Order(models.Model):
         PAID = "paid"  # payment captured: the commit point; shipment and sales follow
         CONFIRMED = "confirmed"  # paid, shipment created, sales counted; the customer is told
         ON_HOLD = "on_hold", "on hold"  # paid, but a step failed for good or staff held it: staff act
+        CANCELLING = "cancelling"  # the customer or staff cancelled it: refund, stock and messages follow
         CANCELLED = "cancelled"  # stopped before any charge; stock released, customer told
         FAILED = "failed"  # the charge failed for good (not declined); stock released, customer told
 
@@ -42,6 +43,8 @@ class Order(models.Model):
     FINAL_STATUSES = (Status.CONFIRMED, Status.CANCELLED, Status.FAILED)
     # Stock is taken off sale for these (reserved, or sold once confirmed).
     HOLDING_STOCK = (Status.PENDING, Status.PROCESSING, Status.PAID, Status.CONFIRMED, Status.ON_HOLD)
+    # A customer (or staff) may cancel these, unless a shipment exists (orders/cancellation.py).
+    CANCELLABLE = (Status.PENDING, Status.PAID, Status.ON_HOLD)
 
     # A random id: the order page and API are reachable by whoever holds the link.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -69,11 +72,21 @@ class Order(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(
-                    status__in=["pending", "processing", "paid", "confirmed", "on_hold", "cancelled", "failed"]
+                    status__in=[
+                        "pending",
+                        "processing",
+                        "paid",
+                        "confirmed",
+                        "on_hold",
+                        "cancelling",
+                        "cancelled",
+                        "failed",
+                    ]
                 ),
                 name="order_status_known",
             )
         ]
+        permissions = [("cancel_order", "Can cancel and refund an order (the cancellation workflow)")]
 
     def __str__(self) -> str:
         return self.number
@@ -169,6 +182,8 @@ class Payment(models.Model):
         PENDING = "pending"
         CAPTURED = "captured"
         DECLINED = "declined"
+        REFUNDED = "refunded"  # captured, then refunded by the cancellation workflow
+        VOIDED = "voided"  # cancelled before any charge: nothing will be taken
 
     order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
     amount = models.DecimalField(max_digits=12, decimal_places=2)
@@ -182,6 +197,7 @@ class Payment(models.Model):
     error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     captured_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.amount} on card •••• {self.card_last4}: {self.status}"
@@ -214,6 +230,9 @@ class DemoGatewayCharge(models.Model):
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     requests = models.PositiveIntegerField(default=1, help_text="Charge requests received for this key")
     created_at = models.DateTimeField(auto_now_add=True)
+    # A charge is refunded at most once, however often the refund is asked for.
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    refund_requests = models.PositiveIntegerField(db_default=0, help_text="Refund requests received for this charge")
 
     class Meta:
         verbose_name = "demo gateway charge"
@@ -238,3 +257,19 @@ class SalesReport(models.Model):
 
     def __str__(self) -> str:
         return f"Sales on {self.day}"
+
+
+class RateCounter(models.Model):
+    """Hits of one rate-limit key in one fixed time window (orders/ratelimit.py). A table, not the
+    cache: every gunicorn worker and host shares it without a shared cache server."""
+
+    key = models.CharField(max_length=200)
+    window_start = models.BigIntegerField(help_text="The window's start, in seconds since the epoch")
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="ratecounter_unique_window")]
+        indexes = [models.Index(fields=["window_start"], name="ratecounter_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start}: {self.hits}"

@@ -24,12 +24,24 @@ _CHARGE_ONCE = (
 )
 
 
+# A refund is a conditional UPDATE of the charge's row: it is refunded once (refunded_at set),
+# every request counted; RETURNING says whether the charge exists at all.
+_REFUND_ONCE = (
+    f"UPDATE {_LEDGER} SET refund_requests = refund_requests + 1, "
+    "refunded_at = COALESCE(refunded_at, %s) WHERE idempotency_key = %s RETURNING reference"
+)
+
+
 class InvalidCard(ValueError):
     """The card number cannot be a card: caught at checkout, before any order exists."""
 
 
 class PaymentDeclined(PermanentProviderError):
     """The gateway refused the charge; retrying will not change its mind."""
+
+
+class RefundDeclined(PermanentProviderError):
+    """The gateway refused the refund: staff must look (a dead letter), the order stays cancelling."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,10 @@ class PaymentGateway(Protocol):
 
     def find_charge(self, *, idempotency_key: str) -> str | None:
         """The reference of the charge made under this key, if one was (its reply may have been lost)."""
+
+    def refund(self, *, idempotency_key: str) -> str:
+        """Refund the charge made under this key, in full, at most once however often asked;
+        return the charge's reference. RefundDeclined if refused, a TransientError to retry."""
 
 
 def normalize_card_number(card_number: str) -> str:
@@ -106,6 +122,16 @@ class DemoGateway:
             .values_list("reference", flat=True)
             .first()
         )
+
+    def refund(self, *, idempotency_key: str) -> str:
+        if self.latency:
+            time.sleep(self.latency)
+        with connection.cursor() as cursor:
+            cursor.execute(_REFUND_ONCE, [db_value(DemoGatewayCharge, "refunded_at", timezone.now()), idempotency_key])
+            row = cursor.fetchone()
+        if row is None:
+            raise RefundDeclined(f"No charge under {idempotency_key} to refund.")
+        return row[0]
 
 
 def get_gateway() -> PaymentGateway:

@@ -15,15 +15,15 @@ from .models import Order, WorkflowStep
 _RUNNING = {states.STARTED: states.STARTED, states.RETRY: states.RETRY}
 
 
-def stuck_orders(minutes: int) -> QuerySet[Order]:
-    """Active orders whose workflow has not moved for `minutes`: no status change, no step
-    settled, no task of theirs sent or started since (including orders whose workflow was
-    never sent)."""
+def stuck_orders(minutes: int, statuses=Order.ACTIVE_STATUSES) -> QuerySet[Order]:
+    """Active orders (or orders in `statuses`) whose workflow has not moved for `minutes`: no
+    status change, no step settled, no task of theirs sent or started since (including orders
+    whose workflow was never sent)."""
     cutoff = timezone.now() - timedelta(minutes=minutes)
     step_moved = WorkflowStep.objects.filter(order=OuterRef("pk"), finished_at__gte=cutoff)
     task_moved = TaskRecord.objects.about_outer(Order).filter(Q(sent_at__gte=cutoff) | Q(started_at__gte=cutoff))
     return (
-        Order.objects.filter(status__in=Order.ACTIVE_STATUSES, created_at__lt=cutoff, updated_at__lt=cutoff)
+        Order.objects.filter(status__in=statuses, created_at__lt=cutoff, updated_at__lt=cutoff)
         .exclude(Exists(step_moved))
         .exclude(Exists(task_moved))
     )

@@ -88,7 +88,7 @@ def create_shipment(order_id: str) -> str:
     """Hand the paid order to the warehouse: one Shipment per order, under a random reference
     that says nothing about the order (tests/security/test_message_security.py)."""
     with transaction.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         reference = Shipment.objects.filter(order=order).values_list("reference", flat=True).first()
         if reference is None:
             if order.status != Status.PAID:
@@ -141,7 +141,7 @@ def stop_after_failure(order_id: str) -> str:
     raises NoFailedStep when no step is recorded as failed.
     """
     with transaction.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         if order.status not in Order.ACTIVE_STATUSES:
             return order.status
         failed = order.steps.filter(state=State.FAILURE).order_by("position").first()
@@ -193,7 +193,7 @@ def hold_order(order_id, *, actor: str, user=None, note: str = "") -> None:
     """Put a paid order on hold (staff revoked or terminated one of its steps): nothing more runs
     until staff continue it. Its stock stays reserved and its payment taken."""
     with transaction.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         if order.status != Status.PAID:
             raise lifecycle.refusal(order, lifecycle.HOLD)
         _hold(order, actor=actor, user=user, note=note)
@@ -207,7 +207,7 @@ def continue_order(order_id, *, actor: str, user=None, reason: str = "") -> list
     active one (the recovery job) is sent on. Steps that succeeded are not run again.
     """
     with transaction.atomic():
-        order = _locked(order_id)
+        order = locked(order_id)
         if order.status == Status.FAILED:
             stock.reserve_again(order)
             lifecycle.require(order, lifecycle.RETRY_PAYMENT, actor=actor, user=user, note=reason, failure_reason="")
@@ -237,7 +237,7 @@ def cancel_confirmation(order_id, channel: str, *, force: bool = False) -> bool:
 # Shared by the above
 
 
-def _locked(order_id) -> Order:
+def locked(order_id) -> Order:
     return Order.objects.select_for_update().get(pk=getattr(order_id, "pk", order_id))
 
 
@@ -266,17 +266,17 @@ def _stop(
         return False
     order = Order.objects.get(pk=getattr(order, "pk", order))
     stock.release(order)
-    _skip_unfinished(order, f"not run: order {order.get_status_display()}: {reason}", failing=failing)
+    skip_unfinished(order, f"not run: order {order.get_status_display()}: {reason}", failing=failing)
     _tell(messages.stopped(order))
     return True
 
 
 def _hold(order: Order, *, actor: str, user=None, note: str) -> None:
     lifecycle.require(order, lifecycle.HOLD, actor=actor, user=user, note=note, failure_reason=ON_HOLD_REASON)
-    _skip_unfinished(order, f"not run: order on hold ({note})")
+    skip_unfinished(order, f"not run: order on hold ({note})")
 
 
-def _skip_unfinished(order: Order, why: str, failing: str = "") -> None:
+def skip_unfinished(order: Order, why: str, failing: str = "") -> None:
     """The steps that will not run now, and their tasks that are waiting or queued, say so: nothing
     of the order looks queued that never will run (its recovery job and staff see the truth)."""
     order.steps.filter(state=State.PENDING).exclude(name=failing).update(

@@ -13,8 +13,10 @@ from contextlib import suppress
 from celery.exceptions import Ignore
 from django.db import DatabaseError, InterfaceError
 
+from notifications import services as notifications
 from notifications.tasks import DeliveryTask
 from tasks_admin.base import RetryingTask
+from tasks_admin.errors import PermanentProviderError
 
 from . import messages
 from .errors import StepNotAllowed
@@ -71,3 +73,35 @@ class ConfirmationTask(OrderTask, DeliveryTask):
     def message_key(self, args: tuple) -> str:
         (order_id,) = args
         return messages.key(order_id, "confirmation", self.channel)
+
+
+class CancellationStepTask(OrderTask):
+    """A step of the cancellation workflow (orders/cancellation_workflow.py). One that finds its
+    order not cancelling does nothing, and the rest of the canvas is not sent."""
+
+    def attempt(self, order_id: str):
+        try:
+            return self.run(order_id)
+        except StepNotAllowed as exc:
+            logger.info("%s[%s] not run: %s", self.name, self.request.id, exc)
+            raise Ignore(str(exc)) from exc
+
+
+class CancellationMessageTask(CancellationStepTask, DeliveryTask):
+    """Sends the cancellation e-mail or SMS (`channel`), in the cancellation's chord. A message the
+    provider refuses is recorded as failed (staff see it on the order) and does not keep the
+    order from being cancelled: the chord goes on. Transient errors are retried as usual."""
+
+    channel: str
+
+    def message_key(self, args: tuple) -> str:
+        (order_id,) = args
+        return messages.key(order_id, "cancelled", self.channel)
+
+    def attempt(self, order_id: str):
+        try:
+            return super().attempt(order_id)
+        except PermanentProviderError as exc:
+            notifications.give_up(self.message_key((order_id,)), f"{type(exc).__name__}: {exc}")
+            logger.warning("%s[%s]: the %s was refused: %s", self.name, self.request.id, self.channel, exc)
+            return 0

@@ -10,10 +10,10 @@ from celery import chord, shared_task
 
 from notifications.models import Notification
 
-from . import maintenance, reports, services
+from . import cancellation, maintenance, reports, services
 from .errors import NoFailedStep
 from .payments import PaymentDeclined
-from .steps import ConfirmationTask, OrderTask, WorkflowStepTask
+from .steps import CancellationMessageTask, CancellationStepTask, ConfirmationTask, OrderTask, WorkflowStepTask
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,40 @@ def handle_order_failure(self, order_id: str) -> str:
             raise  # retried: the record of a lost worker's failure may be on its way
         logger.warning("Order %s: no step failed; the recovery job carries it on", order_id)
         return "no step failed"
+
+
+# The cancellation workflow (orders/cancellation_workflow.py). A refund the gateway declines fails
+# for good: a dead letter staff retry from the console (the whole cancellation is sent again).
+
+
+@shared_task(base=CancellationStepTask)
+def refund_payment(order_id: str) -> str:
+    return cancellation.refund_payment(order_id)
+
+
+@shared_task(base=CancellationStepTask)
+def release_stock(order_id: str) -> bool:
+    return cancellation.release_stock(order_id)
+
+
+@shared_task(base=CancellationMessageTask, channel=Notification.Channel.EMAIL)
+def send_cancellation_email(order_id: str) -> int:
+    return cancellation.send_cancellation(order_id, Notification.Channel.EMAIL)
+
+
+@shared_task(base=CancellationMessageTask, channel=Notification.Channel.SMS)
+def send_cancellation_sms(order_id: str) -> int:
+    return cancellation.send_cancellation(order_id, Notification.Channel.SMS)
+
+
+@shared_task(base=CancellationStepTask)
+def record_cancellation_sales(order_id: str) -> bool:
+    return cancellation.record_cancellation_sales(order_id)
+
+
+@shared_task(base=CancellationStepTask)
+def finish_cancellation(order_id: str) -> bool:
+    return cancellation.finish(order_id)
 
 
 # Periodic jobs (default schedules: orders/schedules.py). The batch jobs get more time than a

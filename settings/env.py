@@ -49,6 +49,19 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate limit, "<requests>/<seconds>" (e.g. "10/60"): (requests, seconds)."""
+    raw = os.environ.get(name) or default
+    count, _, seconds = raw.partition("/")
+    try:
+        rate = (int(count), int(seconds))
+    except ValueError:
+        rate = (0, 0)
+    if rate[0] < 1 or rate[1] < 1:
+        raise ImproperlyConfigured(f"{name} must be <requests>/<seconds>, both positive, e.g. 10/60; got {raw!r}")
+    return rate
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_float, env_int, env_list, env_str, var_dir, var_path
+from .env import env_bool, env_float, env_int, env_list, env_rate, env_str, var_dir, var_path
 
 SHOP_NAME = env_str("SHOP_NAME", "Celery Shop")
 SHOP_BASE_URL = env_str("SHOP_BASE_URL", "http://127.0.0.1:8000")
@@ -64,3 +64,13 @@ ALERT_WEBHOOK_TIMEOUT = env_float("ALERT_WEBHOOK_TIMEOUT", 5.0)
 ALERT_SUBJECT_PREFIX = env_str("ALERT_SUBJECT_PREFIX", "Shop alert")
 # The links in alerts point into the admin at this address.
 ALERT_LINK_BASE_URL = env_str("ALERT_LINK_BASE_URL", SHOP_BASE_URL)
+
+# Abuse limits (orders/ratelimit.py): "<requests>/<seconds>" per client (its IP address) and, for
+# the order lookup, per order number too; counted in a database table every web process shares.
+RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
+RATE_LIMITS = {
+    "checkout": env_rate("RATE_LIMIT_CHECKOUT", "10/60"),
+    "lookup": env_rate("RATE_LIMIT_LOOKUP", "10/300"),
+    "lookup_order": env_rate("RATE_LIMIT_LOOKUP_ORDER", "5/900"),
+    "cancel": env_rate("RATE_LIMIT_CANCEL", "5/300"),
+}

@@ -25,7 +25,9 @@ storefront = (
 orders = (
     [
         path("checkout/", orders_views.checkout, name="checkout"),
+        path("orders/find/", orders_views.order_lookup, name="lookup"),
         path("orders/<uuid:pk>/", orders_views.order_detail, name="order_detail"),
+        path("orders/<uuid:pk>/cancel/", orders_views.order_cancel, name="order_cancel"),
     ],
     "orders",
 )
@@ -34,7 +36,9 @@ json_api = (
     [
         path("products/", api.product_list, name="product_list"),
         path("orders/", orders_api.order_create, name="order_create"),
+        path("orders/lookup/", orders_api.order_lookup, name="order_lookup"),
         path("orders/<uuid:pk>/", orders_api.order_detail, name="order_detail"),
+        path("orders/<uuid:pk>/cancel/", orders_api.order_cancel, name="order_cancel"),
     ],
     "api",
 )

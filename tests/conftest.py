@@ -91,6 +91,14 @@ def worker(worker_process, transactional_db, sms_gateway, request) -> Iterator[W
         print("---- worker log ----\n" + worker_process.log()[-6000:])
 
 
+@pytest.fixture(autouse=True)
+def no_rate_limits(request, settings) -> None:
+    """The suite checks out and looks up far more often than a customer: the abuse limits
+    (orders/ratelimit.py) are off except in tests marked `rate_limits` (tests/functional/test_rate_limits.py)."""
+    if request.node.get_closest_marker("rate_limits") is None:
+        settings.RATE_LIMITS_ENABLED = False
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -54,6 +54,7 @@ PATHS = {
     Order.Status.PAID: _PAID,
     Order.Status.CONFIRMED: [*_PAID, lifecycle.CONFIRM],
     Order.Status.ON_HOLD: [*_PAID, lifecycle.HOLD],
+    Order.Status.CANCELLING: [lifecycle.REQUEST_CANCEL],
     Order.Status.CANCELLED: [lifecycle.CANCEL],
     Order.Status.FAILED: [lifecycle.FAIL_PAYMENT],
 }

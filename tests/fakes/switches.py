@@ -7,7 +7,8 @@ from pathlib import Path
 SHIPMENT = "orders.services:create_shipment"
 CHARGE = "orders.payments:DemoGateway.charge"
 SMS = "notifications.sms:HttpSmsProvider.send"
-SWITCHES = (SHIPMENT, CHARGE, SMS)
+REFUND = "orders.payments:DemoGateway.refund"
+SWITCHES = (SHIPMENT, CHARGE, SMS, REFUND)
 
 
 @contextmanager

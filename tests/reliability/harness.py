@@ -223,6 +223,8 @@ class Stack:
             "FAULT_DIR": str(self.fault_dir),
             "FAKE_TASKS_DIR": str(self.fault_dir),
             "LOG_LEVEL": "WARNING",
+            # Hundreds of checkouts from one address: the abuse limits are tested elsewhere.
+            "RATE_LIMITS_ENABLED": "0",
         }
         return {**os.environ, **base, **self.extra_env, **overrides}
 

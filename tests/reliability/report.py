@@ -50,13 +50,32 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _merge(rendered: str, previous: str) -> str:
+    """The rendered rows, plus the previous table's rows of scenarios not run this time (running
+    one scenario must not drop the others' figures), in the scenarios' order."""
+    header, rows = rendered.splitlines()[:2], dict(_rows(rendered))
+    for name, line in _rows(previous):
+        rows.setdefault(name, line)
+
+    def order(name: str) -> int:
+        head = name.split(".", 1)[0]
+        return int(head) if head.isdigit() else 99
+
+    return "\n".join([*header, *(rows[name] for name in sorted(rows, key=order))])
+
+
+def _rows(table: str) -> list[tuple[str, str]]:
+    lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| scenario |")]
+    return [(line.split(" | ", 1)[0].removeprefix("| "), line) for line in lines if not line.startswith("| ---")]
+
+
 def main() -> None:
     results = json.loads(RESULTS.read_text())
     text = DOC.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    DOC.write_text(f"{head}{start}\n{render(results)}\n{end}{tail}")
+    table, _, tail = rest.partition(end)
+    DOC.write_text(f"{head}{start}\n{_merge(render(results), table)}\n{end}{tail}")
     print(f"Wrote {len(results)} scenarios to {DOC.relative_to(ROOT)}")
 
 

@@ -86,16 +86,18 @@ PAUSE_ENV = {"FAULT_PAUSE_AFTER": ",".join(PAUSE_AFTER.values())}
 ONE_TASK_AT_A_TIME = ("--concurrency", "1")
 
 
-def kill_worker_mid_each_step(stack, timeout: float = 150) -> tuple[list[str], float]:
+def kill_worker_mid_each_step(
+    stack, timeout: float = 150, pauses: dict[str, str] = PAUSE_AFTER
+) -> tuple[list[str], float]:
     """SIGKILL the worker (started with ONE_TASK_AT_A_TIME) whenever a step pauses after its
-    effect (the stack runs with PAUSE_ENV), and while the first e-mail is held mid-conversation;
-    start a new one each time. Returns the steps caught at each kill and the monotonic time of
-    the last kill."""
+    effect (the stack runs with PAUSE_ENV, or FAULT_PAUSE_AFTER naming `pauses`), and while the
+    first e-mail is held mid-conversation; start a new one each time. Returns the steps caught at
+    each kill and the monotonic time of the last kill."""
     email = stack.smtp.hold_next()  # the first e-mail's RCPT is answered only after the kill (before DATA)
     email_timeout = float(stack.env()["EMAIL_TIMEOUT"])
     hit: list[str] = []
     last_kill = time.monotonic()
-    waiting: dict[str, str | None] = {**PAUSE_AFTER, "e-mail": None}  # kind → paused target
+    waiting: dict[str, str | None] = {**pauses, "e-mail": None}  # kind → paused target
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
         caught = [

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from notifications import services as notifications
 from notifications.models import Notification
-from orders import lifecycle, maintenance, services
+from orders import cancellation, lifecycle, maintenance, services
 from orders.checkout import Customer, place_order
 from orders.models import Order, OrderEvent, WorkflowStep
 from shop.models import Product
@@ -366,3 +366,22 @@ def test_task_records_a_dead_worker_left_behind_are_settled_from_the_steps():
     assert record(running, "record_sales").state == states.STARTED  # settled lately: its own record may follow
     assert record(confirmed, "create_shipment").state != states.SUCCESS  # an unsettled step is not touched
     assert maintenance.settle_task_records(minutes=10) == 0
+
+
+def test_a_cancellation_never_sent_is_sent_again_unless_a_step_waits_for_staff(django_capture_on_commit_callbacks):
+    stuck, dead_lettered = place(make_product()), place(make_product())
+    with django_capture_on_commit_callbacks(execute=False):
+        for order in (stuck, dead_lettered):
+            cancellation.request(order.pk, actor="customer")  # its canvas never reached the broker
+            age(order, 11)
+            order.steps.update(finished_at=timezone.now() - timedelta(minutes=11))  # marked not run then
+    TaskRecord.objects.about(dead_lettered).filter(task_name="orders.tasks.refund_payment").update(state=states.FAILURE)
+
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        resent = maintenance.recover_stuck_workflows()
+
+    assert resent == {stuck.number: ["cancellation"]}
+    assert len(sent) == 1  # the cancellation canvas, once committed
+    refunds = TaskRecord.objects.about(stuck).filter(task_name="orders.tasks.refund_payment")
+    assert refunds.count() == 2
+    assert OrderEvent.objects.get(order=stuck, kind="resume_cancel").actor == "job:recover_stuck_workflows"

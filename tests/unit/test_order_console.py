@@ -9,7 +9,7 @@ from celery import states
 from django.utils import timezone
 
 from notifications.models import Notification
-from orders import lifecycle, services, workflow
+from orders import cancellation, lifecycle, services, workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, OrderEvent, WorkflowStep
 from shop.models import Product
@@ -100,6 +100,8 @@ def order_in(status: str, product: Product | None = None) -> Order:
         services.hold_order(order.pk, actor="staff:setup")
     elif status == Status.CANCELLED:
         services.cancel_order(order.pk, reason="setup", actor="staff:setup")
+    elif status == Status.CANCELLING:
+        cancellation.request(order.pk, actor="staff:setup")
     elif status == Status.FAILED:
         services.settle_step(order.pk, "charge_payment", WorkflowStep.State.FAILURE, error="RuntimeError: setup")
         services.stop_after_failure(order_id)

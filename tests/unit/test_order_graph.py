@@ -4,7 +4,7 @@ outcome, or until it has one by its current run; the messages by their latest ru
 import pytest
 from celery import states
 
-from orders import services
+from orders import cancellation, services
 from orders.checkout import Customer, place_order
 from orders.graph import order_graph
 from orders.models import Order, WorkflowStep
@@ -71,3 +71,23 @@ def test_a_steps_recorded_outcome_wins_over_a_run_record_a_dead_worker_left_runn
 
     assert {name: states_drawn[name] for name in WORKFLOW_STEPS} == dict.fromkeys(WORKFLOW_STEPS, states.SUCCESS)
     assert states_drawn["send_confirmation_sms"] == states.STARTED  # a message's state is its run's
+
+
+def test_a_cancelled_order_shows_its_cancellation_workflow_after_its_own():
+    order = place()
+    assert len(order_graph(order).columns) == 4  # no cancellation: nothing more drawn
+
+    cancellation.request(order.pk, actor="customer")
+    TaskRecord.objects.about(order).filter(task_name="orders.tasks.refund_payment").update(state=states.SUCCESS)
+
+    graph = order_graph(order)
+    assert [[node.key for node in column] for column in graph.columns[4:]] == [
+        ["refund_payment"],
+        ["release_stock"],
+        ["send_cancellation_email", "send_cancellation_sms", "record_cancellation_sales"],
+        ["finish_cancellation"],
+    ]
+    assert graph.chords[1] == ["send_cancellation_email", "send_cancellation_sms", "record_cancellation_sales"]
+    assert ("release_stock", "record_cancellation_sales") in graph.edges
+    assert drawn(order)["refund_payment"] == states.SUCCESS and drawn(order)["release_stock"] == PLANNED
+    assert drawn(order)["charge_payment"] == SKIPPED
