@@ -28,7 +28,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "shop.jsonapi.JsonErrorsMiddleware",  # outermost: it sees every answer to the API
+    "tasks_admin.health.ProbesMiddleware",  # /healthz, /readyz: before host checks and redirects
+    "shop.jsonapi.JsonErrorsMiddleware",  # it sees every answer to the API
     "django.middleware.security.SecurityMiddleware",
     "shop.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
