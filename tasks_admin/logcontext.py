@@ -4,7 +4,8 @@ and name, the business key an app binds (an order's number), and the trace id.
 The fields live in structlog's context variables, so every record of the standard `logging`
 module carries them once `json_formatter` formats it (settings/core.py, LOG_FORMAT=json):
 
-    web      RequestContextMiddleware   request_id (the caller's X-Request-ID, or a new one)
+    web      RequestContextMiddleware   request_id (the caller's X-Request-ID, or a new one), until
+                                        Django's request_finished
     an app   bound(order_number=...)    around what it does for one object (orders/workflow.py)
     publish  carry                      request_id and the app's keys ride in a message header...
     prerun   bind_task                  ...and are bound again in the worker with task_id, task_name
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 from opentelemetry import trace
 
@@ -91,12 +93,17 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         _mark_span({"request_id": request_id})
-        try:
-            response = self.get_response(request)
-        finally:
-            structlog.contextvars.clear_contextvars()
+        response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+def _request_finished(**kwargs) -> None:
+    """Django logs a 4xx after the middleware returned: the request's context lasts until it is finished."""
+    structlog.contextvars.clear_contextvars()
+
+
+request_finished.connect(_request_finished, weak=False, dispatch_uid="tasks_admin.logcontext")
 
 
 # Formatting
