@@ -4,6 +4,8 @@ import logging.config
 import os
 
 from celery import Celery, signals
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
 from . import telemetry
@@ -52,7 +54,7 @@ def _trace_pool_process(**kwargs) -> None:
 
 @signals.worker_init.connect(weak=False)
 def _trace_worker(sender=None, **kwargs) -> None:
-    if getattr(getattr(sender, "pool_cls", None), "__module__", "") != "celery.concurrency.prefork":
+    if not issubclass(get_implementation(sender.pool_cls), PreforkPool):
         telemetry.start("worker")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from orders.models import Order
+from shop.celery import app as celery_app
 from tests.factories import make_product, order_payload
 from tests.fakes.otlp_receiver import OtlpReceiver, Span
 from tests.fakes.sms_gateway import FakeSmsGateway
@@ -43,7 +44,7 @@ def stack(receiver, tmp_path, request) -> Iterator[Stack]:
     with FakeSmsGateway() as sms, FakeSmtpServer() as smtp:
         stack = Stack(tmp_path, database_url(), sms, smtp, env=env)
         try:
-            yield stack.start(workers=1, web=True)
+            yield stack
         finally:
             report = getattr(request.node, "rep_call", None)
             if report is not None and report.failed:
@@ -62,6 +63,15 @@ def checkout(stack: Stack, payload: dict, request_id: str) -> str:
         return json.load(response)["id"]
 
 
+def order_runs(receiver: OtlpReceiver, number: str) -> dict[str, Span]:
+    """The run spans of the order's tasks, by step."""
+    return {
+        s.name.removeprefix("run/orders.tasks."): s
+        for s in receiver.spans()
+        if s.name.startswith("run/orders.tasks.") and s.attributes.get("shop.order_number") == number
+    }
+
+
 def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
     chain = []
     while span.parent_id in by_id:
@@ -71,6 +81,7 @@ def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
 
 
 def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(stack, receiver):
+    stack.start(workers=1, web=True)  # gunicorn, and a prefork worker
     product = make_product(stock=10)
     order_ids = [checkout(stack, order_payload((product, 1)), f"checkout-{n}") for n in range(2)]
     stack.wait_until_final(order_ids)
@@ -78,11 +89,7 @@ def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(
     assert [order.status for order in orders] == ["confirmed", "confirmed"]
 
     def runs(number: str) -> dict[str, Span]:
-        return {
-            s.name.removeprefix("run/orders.tasks."): s
-            for s in receiver.spans()
-            if s.name.startswith("run/orders.tasks.") and s.attributes.get("shop.order_number") == number
-        }
+        return order_runs(receiver, number)
 
     for order in orders:
         wait_for(lambda order=order: len(runs(order.number)) == len(WORKFLOW_TASKS), message="the spans exported")
@@ -130,3 +137,19 @@ def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(
             assert line["request_id"] == f"checkout-{n}"
             assert line["trace_id"] == trace_id
             assert line["level"] == "info" and line["timestamp"]
+
+
+def test_a_threads_pool_worker_traces_too(stack, receiver, client, monkeypatch):
+    # The production notifications worker runs a threads pool: tracing starts in its one process.
+    stack.start(workers=0, web=False)
+    stack.start_worker("--pool", "threads", "--concurrency", "4")
+    monkeypatch.setenv("CELERY_BROKER_URL", stack.broker_url)  # Celery reads it before its configuration
+    monkeypatch.setattr(celery_app.conf, "broker_url", stack.broker_url)
+    response = client.post("/api/orders/", order_payload((make_product(stock=1), 1)), content_type="application/json")
+    order = Order.objects.get(pk=response.json()["id"])
+    stack.wait_until_final([str(order.pk)])
+
+    wait_for(lambda: len(order_runs(receiver, order.number)) == len(WORKFLOW_TASKS), message="the spans exported")
+    steps = order_runs(receiver, order.number)
+    assert {span.service for span in steps.values()} == {"shop-worker"}
+    assert len({span.trace_id for span in steps.values()}) == 1  # sent untraced: the charge starts the trace
