@@ -11,6 +11,7 @@ import socket
 
 from celery import current_app
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from tasks_admin import health
 
@@ -29,7 +30,11 @@ class Command(BaseCommand):
         if target == "worker":
             self._worker(hostname, timeout)
         elif target == "beat":
-            if not health.beat_lease_held():
+            try:
+                held = health.beat_lease_held()
+            except DatabaseError as exc:
+                raise CommandError("database unreachable: cannot tell whether a beat holds the lease") from exc
+            if not held:
                 raise CommandError("no beat holds the scheduler lease")
         else:
             failing = [name for name, passed in health.readiness().items() if not passed]
