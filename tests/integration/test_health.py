@@ -111,3 +111,9 @@ def test_probe_ready_fails_while_the_broker_is_down():
     env = {"DATABASE_URL": database_url(), "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     down = probe("ready", env=env)
     assert down.returncode == 1 and "not ready: broker" in down.stderr
+
+
+def test_probe_beat_says_so_in_one_line_when_the_database_is_unreachable(broker_url):
+    down = probe("beat", env={"DATABASE_URL": "postgres://postgres@127.0.0.1:1/shop", "CELERY_BROKER_URL": broker_url})
+    assert down.returncode == 1
+    assert down.stderr.strip() == "CommandError: database unreachable: cannot tell whether a beat holds the lease"
