@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pytest
 
 from orders.models import Order
-from shop.celery import app as celery_app
 from tests.factories import make_product, order_payload
 from tests.fakes.otlp_receiver import OtlpReceiver, Span
 from tests.fakes.sms_gateway import FakeSmsGateway
@@ -139,17 +138,18 @@ def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(
             assert line["level"] == "info" and line["timestamp"]
 
 
-def test_a_threads_pool_worker_traces_too(stack, receiver, client, monkeypatch):
+def test_a_threads_pool_worker_traces_too(stack, receiver):
     # The production notifications worker runs a threads pool: tracing starts in its one process.
-    stack.start(workers=0, web=False)
+    stack.start(workers=0, web=True)
     stack.start_worker("--pool", "threads", "--concurrency", "4")
-    monkeypatch.setenv("CELERY_BROKER_URL", stack.broker_url)  # Celery reads it before its configuration
-    monkeypatch.setattr(celery_app.conf, "broker_url", stack.broker_url)
-    response = client.post("/api/orders/", order_payload((make_product(stock=1), 1)), content_type="application/json")
-    order = Order.objects.get(pk=response.json()["id"])
-    stack.wait_until_final([str(order.pk)])
+    order_id = checkout(stack, order_payload((make_product(stock=1), 1)), "checkout-threads")
+    stack.wait_until_final([order_id])
+    order = Order.objects.get(pk=order_id)
+    assert order.status == "confirmed"
 
     wait_for(lambda: len(order_runs(receiver, order.number)) == len(WORKFLOW_TASKS), message="the spans exported")
     steps = order_runs(receiver, order.number)
     assert {span.service for span in steps.values()} == {"shop-worker"}
-    assert len({span.trace_id for span in steps.values()}) == 1  # sent untraced: the charge starts the trace
+    (trace_id,) = {span.trace_id for span in steps.values()}
+    (checkout_span,) = [s for s in receiver.spans() if s.trace_id == trace_id and s.kind == "SERVER"]
+    assert checkout_span.attributes["shop.order_number"] == order.number
