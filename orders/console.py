@@ -1,6 +1,6 @@
 """What the orders app contributes to the task console, through its extension points: what
 console actions mean for an order's workflow tasks (the README's table), the order's workflow
-graph, a dashboard tile of stuck orders, and finding an order's tasks by its number.
+graph, a dashboard tile of stuck orders, its alert rules (orders/alerts.py), and finding an order's tasks by its number.
 
 The console offers retry, revoke and terminate on any task; for an order's steps the order
 decides (tasks_admin/console.py): revoking its queued charge cancels the order, revoking or
@@ -16,12 +16,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.urls import reverse
 
 from notifications.models import Notification
+from tasks_admin import alerts as task_alerts
 from tasks_admin import console, dashboard, subjects
 from tasks_admin import services as task_console
 from tasks_admin.console import Action, Offer, Outcome
 from tasks_admin.models import PLANNED, TaskAction, TaskRecord
 
-from . import lifecycle, services, workflow
+from . import alerts, lifecycle, services, workflow
 from .errors import CheckoutError, OrderActionRefused
 from .graph import order_graph
 from .models import Order
@@ -154,6 +155,26 @@ dashboard.register_tile(
         label=lambda: f"Stuck orders (no progress for {settings.STUCK_WORKFLOW_MINUTES:g} min)",
         count=lambda: stuck_orders(settings.STUCK_WORKFLOW_MINUTES).count(),
         url=lambda: reverse("admin:orders_order_changelist") + "?workflow=stuck",
+    )
+)
+task_alerts.register_rule(
+    task_alerts.Rule(
+        "order-paid-not-confirmed",
+        "Order paid, not confirmed",
+        "minutes",
+        10,
+        alerts.paid_not_confirmed,
+        help="An order whose payment was captured this long ago and that is not confirmed.",
+    )
+)
+task_alerts.register_rule(
+    task_alerts.Rule(
+        "order-stuck",
+        "Order stuck",
+        "minutes",
+        60,
+        alerts.stuck,
+        help="An order in a state that is not final (on hold included) whose status has not changed for this long.",
     )
 )
 subjects.register_search(

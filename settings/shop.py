@@ -1,5 +1,7 @@
 """The shop's own settings: payment gateway, e-mail, SMS, retry policy and periodic jobs."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import env_bool, env_float, env_int, env_list, env_str, var_dir, var_path
 
 SHOP_NAME = env_str("SHOP_NAME", "Celery Shop")
@@ -49,3 +51,16 @@ TASK_WORKER_LOST_RETRY_DELAY = env_float("TASK_WORKER_LOST_RETRY_DELAY", 10.0)
 STALE_ORDER_MINUTES = env_int("STALE_ORDER_MINUTES", 60)
 STUCK_WORKFLOW_MINUTES = env_float("STUCK_WORKFLOW_MINUTES", 10)
 LOW_STOCK_THRESHOLD = env_int("LOW_STOCK_THRESHOLD", 5)
+
+# Business alerts (tasks_admin/alerts.py; thresholds are edited in the admin). Each alert's
+# opening and resolution is e-mailed to ALERT_EMAILS and POSTed as JSON to ALERT_WEBHOOK_URL
+# (if set), signed with ALERT_WEBHOOK_SECRET (HMAC-SHA256, X-Alert-Signature header).
+ALERT_EMAILS = env_list("ALERT_EMAILS", ",".join(SHOP_STAFF_EMAILS))
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL")
+ALERT_WEBHOOK_SECRET = env_str("ALERT_WEBHOOK_SECRET")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET: its receiver checks the signature")
+ALERT_WEBHOOK_TIMEOUT = env_float("ALERT_WEBHOOK_TIMEOUT", 5.0)
+ALERT_SUBJECT_PREFIX = env_str("ALERT_SUBJECT_PREFIX", "Shop alert")
+# The links in alerts point into the admin at this address.
+ALERT_LINK_BASE_URL = env_str("ALERT_LINK_BASE_URL", SHOP_BASE_URL)

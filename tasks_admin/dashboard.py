@@ -1,4 +1,5 @@
-"""The task console's dashboard: throughput, per-task health, the broker's queues and the workers online."""
+"""The task console's dashboard: open business alerts, throughput, per-task health, the broker's queues and
+the workers online."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,9 +13,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from . import charts, metrics
+from . import alerts, charts, metrics
+from .alerts_admin import subject_links
+from .models import Alert
 
 REFRESH_SECONDS = 15
+OPEN_ALERTS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,18 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
         "queued": queued,
         "queued_total": sum(queued.values()),
         "queued_url": reverse("admin:tasks_admin_taskrecord_changelist") + f"?state__exact={states.PENDING}",
+        "alerts": [
+            (
+                alert,
+                alerts.title(alert),
+                subject_links(alert),
+                reverse("admin:tasks_admin_alert_change", args=[alert.id]),
+            )
+            for alert in Alert.objects.filter(resolved_at__isnull=True).select_related("rule", "acknowledged_by")[
+                :OPEN_ALERTS_SHOWN
+            ]
+        ],
+        "alerts_url": reverse("admin:tasks_admin_alert_changelist") + "?state=open",
         "tiles": [(tile.key, tile.label(), tile.count(), tile.url()) for tile in _tiles],
         "app_url": reverse("admin:app_list", kwargs={"app_label": "tasks_admin"}),
         "history_url": reverse("admin:tasks_admin_taskrecord_changelist"),

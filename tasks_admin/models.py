@@ -228,3 +228,101 @@ class ChordPart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group_id}: {self.task_id} {self.state}"
+
+
+class AlertRule(models.Model):
+    """A business alert rule's settings, edited in the admin: the rule itself (what it measures)
+    is code registered through tasks_admin/alerts.py; a row is made for each on first evaluation."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    threshold = models.FloatField(help_text="Open an alert above this value (the rule's unit)")
+    window_minutes = models.FloatField(
+        null=True, blank=True, help_text="The period the rule looks back over, for the rules that have one"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "alert rule"
+        constraints = [
+            models.CheckConstraint(condition=Q(threshold__gte=0), name="alertrule_threshold_not_negative"),
+            models.CheckConstraint(
+                condition=Q(window_minutes__isnull=True) | Q(window_minutes__gt=0), name="alertrule_window_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Alert(models.Model):
+    """One occurrence of a rule's condition about one thing (`subject_key`: a queue, a job, a task
+    name, or blank for the shop as a whole): opened once, updated while it holds, resolved when
+    it clears (tests/unit/test_alerts.py). At most one open alert per rule and subject key."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    subject_key = models.CharField(max_length=255, blank=True)
+    summary = models.TextField()
+    value = models.FloatField(help_text="What the rule measured, last time it held")
+    # What it is about: [{"type": "app_label.model", "id": "…"}], linked in the admin and on the dashboard.
+    subjects = models.JSONField(default=list, blank=True)
+    link = models.CharField(max_length=500, blank=True, help_text="A list in the console showing the cause")
+    opened_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    acknowledgement_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        permissions = [("acknowledge_alert", "Can acknowledge an alert")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "subject_key"], condition=Q(resolved_at__isnull=True), name="alert_one_open_per_subject"
+            )
+        ]
+        indexes = [models.Index(fields=["resolved_at", "-opened_at"], name="alert_open")]
+
+    def __str__(self) -> str:
+        return f"{self.rule.key}{f' ({self.subject_key})' if self.subject_key else ''}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class AlertNotice(models.Model):
+    """A notification of an alert's transition on one channel: made with the transition, in its
+    transaction, at most once per (alert, transition, channel), so nothing is sent twice for one."""
+
+    class Transition(models.TextChoices):
+        OPENED = "opened"
+        RESOLVED = "resolved"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "e-mail"
+        WEBHOOK = "webhook"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notices")
+    transition = models.CharField(max_length=10, choices=Transition.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "transition", "channel"], name="alertnotice_once_per_transition")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alert} {self.transition} by {self.channel}"
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"alert-{self.alert_id}-{self.transition}"

@@ -46,6 +46,12 @@ SCHEDULES = (
         daily_at(3, 30),
         description="Delete task results and history older than TASK_HISTORY_DAYS, in batches.",
     ),
+    DefaultSchedule(
+        "Evaluate alert rules",
+        "tasks_admin.tasks.evaluate_alerts",
+        every(1, IntervalSchedule.MINUTES),
+        description="Open, update and resolve business alerts (tasks_admin/alerts.py) and send their notices.",
+    ),
 )
 
 

@@ -58,9 +58,11 @@ def test_on_rabbitmq_every_order_confirms_once_when_the_worker_is_killed_mid_ste
     guarantees as Redis when a worker dies mid-step."""
     stack = make_stack(broker_url=rabbitmq_url, env=PAUSE_ENV)
     stack.start(workers=0)
-    stack.start_worker(*ONE_TASK_AT_A_TIME)
     run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
+    # The worker starts only now: a step pauses (4 s to its time limit) once the kill loop watches,
+    # however long placing the orders took on a busy machine.
+    stack.start_worker(*ONE_TASK_AT_A_TIME)
 
     hit, last_kill = kill_worker_mid_each_step(stack)
 

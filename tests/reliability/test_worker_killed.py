@@ -16,9 +16,11 @@ ORDERS = 50
 def test_every_order_confirms_once_when_the_worker_is_killed_mid_step(make_stack, record):
     stack = make_stack(env=PAUSE_ENV)
     stack.start(workers=0)
-    stack.start_worker(*ONE_TASK_AT_A_TIME)
     run_recovery(stack)
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS))
+    # The worker starts only now: a step pauses (4 s to its time limit) once the kill loop watches,
+    # however long placing the orders took on a busy machine.
+    stack.start_worker(*ONE_TASK_AT_A_TIME)
 
     hit, _ = kill_worker_mid_each_step(stack)
 

@@ -18,6 +18,7 @@ EXPECTED = {
     "Low stock alert": ("shop.tasks.send_low_stock_alert", "every hour"),
     "Daily sales report": ("orders.tasks.build_daily_sales_report", "15 0 * * * (m/h/dM/MY/d) UTC"),
     "Clean up task history": ("tasks_admin.tasks.cleanup_task_history", "30 3 * * * (m/h/dM/MY/d) UTC"),
+    "Evaluate alert rules": ("tasks_admin.tasks.evaluate_alerts", "every minute"),
 }
 NOW = datetime(2026, 6, 1, 12, 0, 7, tzinfo=UTC)
 
@@ -34,7 +35,7 @@ def test_the_default_schedules_are_created():
     tasks = {t.name: (t.task, str(t.interval or t.crontab)) for t in PeriodicTask.objects.all()}
     assert tasks == EXPECTED
     assert all(json.loads(t.kwargs) == {} and t.enabled for t in PeriodicTask.objects.all())
-    assert output.count("Created periodic task") == 5
+    assert output.count("Created periodic task") == 6
 
 
 def test_running_it_again_keeps_staff_edits_and_recreates_only_what_is_missing():
@@ -50,7 +51,7 @@ def test_running_it_again_keeps_staff_edits_and_recreates_only_what_is_missing()
 
     edited.refresh_from_db()
     assert (edited.interval.every, edited.enabled, edited.kwargs) == (15, False, '{"note": "staff"}')
-    assert PeriodicTask.objects.count() == 5
+    assert PeriodicTask.objects.count() == 6
     assert "Created periodic task: Low stock alert" in output
     assert "Kept periodic task as it is: Cancel stale orders" in output
     # Equal schedules are reused, not duplicated.
