@@ -21,7 +21,7 @@ from celery import chain, chord, current_app, group
 from celery.canvas import Signature
 from django.db import transaction
 
-from tasks_admin import history
+from tasks_admin import history, logcontext
 from tasks_admin.history import RECORDED_HEADER, RETRY_OF_HEADER
 
 from .models import Order, WorkflowStep
@@ -141,10 +141,12 @@ def send_rest(order: Order, reason: str) -> list[str]:
 def publish(order: Order, workflow: Signature) -> bool:
     """Send the workflow to the broker. A broker outage must not fail the checkout that
     called this: the order is kept and stays pending until the stuck-workflow recovery
-    job (orders/maintenance.py) sends it."""
-    try:
-        workflow.apply_async()
-    except Exception:
-        logger.exception("Could not send the workflow of order %s; it stays pending", order.number)
-        return False
+    job (orders/maintenance.py) sends it. The order number goes along in the log context, so
+    that every task of the workflow logs it and is traced with it (tasks_admin/logcontext.py)."""
+    with logcontext.bound(order_number=order.number):
+        try:
+            workflow.apply_async()
+        except Exception:
+            logger.exception("Could not send the workflow of order %s; it stays pending", order.number)
+            return False
     return True

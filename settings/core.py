@@ -3,6 +3,7 @@
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_int, env_list, env_str, secret_key, var_dir, var_path
 
@@ -28,8 +29,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: times every request and counts its final status (/metrics).
+    "tasks_admin.health.ProbesMiddleware",  # /healthz, /readyz: before host checks and redirects
+    # Outermost but for the probes: times every request and counts its final status (/metrics).
     "tasks_admin.http_metrics.RequestMetricsMiddleware",
+    "tasks_admin.logcontext.RequestContextMiddleware",  # a request id for the request's log lines and tasks
     "shop.jsonapi.JsonErrorsMiddleware",  # it sees every answer to the API
     "django.middleware.security.SecurityMiddleware",
     "shop.middleware.RejectNulBytesMiddleware",
@@ -127,6 +130,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# "json" in production: one JSON object a line, with the request id, task id and name, order number
+# and trace id where known (tasks_admin/logcontext.py); "plain" (the default, `make run`) for people.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
 # Every record is written once, by root's console handler. Django's default handlers on "django"
 # wrote each of its records a second time with DEBUG on (its console; mail_admins sends nothing
 # without ADMINS), so "django" keeps none. A 403 is one WARNING line naming the user, without a
@@ -135,8 +143,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"refusal_without_traceback": {"()": "shop.log.RefusalWithoutTraceback"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "tasks_admin.logcontext.json_formatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": []},

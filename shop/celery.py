@@ -1,8 +1,14 @@
 """The Celery app: `celery -A shop worker` and `celery -A shop beat` load it from here."""
 
+import logging.config
 import os
 
-from celery import Celery
+from celery import Celery, signals
+from celery.concurrency import get_implementation
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from django.conf import settings
+
+from . import telemetry
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 
@@ -37,3 +43,34 @@ app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
 # Every Celery setting lives in settings/celery.py as CELERY_<NAME>.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# Tracing (shop/telemetry.py), where each process may start it: a prefork pool process after the
+# fork; a threads or solo worker, and beat, in their one process.
+@signals.worker_process_init.connect(weak=False)
+def _trace_pool_process(**kwargs) -> None:
+    telemetry.start("worker")
+
+
+@signals.worker_init.connect(weak=False)
+def _trace_worker(sender=None, **kwargs) -> None:
+    if not issubclass(get_implementation(sender.pool_cls), PreforkPool):
+        telemetry.start("worker")
+
+
+@signals.beat_init.connect(weak=False)
+def _trace_beat(**kwargs) -> None:
+    telemetry.start("beat")
+
+
+def _log_as_django_does(loglevel=None, **kwargs) -> None:
+    """LOG_FORMAT=json: workers and beat log through settings.LOGGING (one JSON object a line, with
+    the task's fields: tasks_admin/logcontext.py) at the level of their --loglevel, instead of
+    Celery's own format. Proven by tests/integration/test_json_logs.py."""
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+if settings.LOG_FORMAT == "json":
+    signals.setup_logging.connect(_log_as_django_does, weak=False)

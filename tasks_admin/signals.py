@@ -2,9 +2,11 @@
 connects Celery's signals (tasks_admin.apps.TasksAdminConfig.ready imports it, in web, worker
 and beat alike). Receivers run in the order they are connected below.
 
-    publish      history.record_published       the task's record: queued (or a planned one sent on)
+    publish      logcontext.carry                the log context (request id, order number) goes along
+                 history.record_published       the task's record: queued (or a planned one sent on)
     worker up    history.restore_revoked         revokes made while the worker was away
-    prerun       writebehind.start_batching      from the process's first task, bookkeeping in batches
+    prerun       logcontext.bind_task            the log context: task id and name, what was carried
+                 writebehind.start_batching      from the process's first task, bookkeeping in batches
                  backend.set_write_deadline      result writes wait for the database only so long
                  history.record_started          started, on which worker (batched)
     (the task)   base.RetryingTask.__call__      skips a revoked task; retries transient errors
@@ -15,6 +17,7 @@ and beat alike). Receivers run in the order they are connected below.
     postrun      history.record_finished         its end and runtime (batched when it succeeded)
                  backend.forget_write_deadline
                  close_old_connections           Django's end-of-request connection hygiene
+                 logcontext.clear                nothing of this task in the process's next log lines
     exit         writebehind.flush_on_exit       the last batch, from a pool process or the worker
 """
 
@@ -23,7 +26,7 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import connections
 
-from . import backend, history, writebehind
+from . import backend, history, logcontext, writebehind
 from .base import RetryingTask
 
 
@@ -50,12 +53,24 @@ def _connect(signal, *receivers) -> None:
         signal.connect(receiver, weak=False, dispatch_uid=f"tasks_admin.{receiver.__module__}.{receiver.__name__}")
 
 
-_connect(signals.before_task_publish, history.record_published)
+_connect(signals.before_task_publish, logcontext.carry, history.record_published)
 _connect(signals.worker_ready, history.restore_revoked)
-_connect(signals.task_prerun, writebehind.start_batching, backend.set_write_deadline, history.record_started)
+_connect(
+    signals.task_prerun,
+    logcontext.bind_task,
+    writebehind.start_batching,
+    backend.set_write_deadline,
+    history.record_started,
+)
 _connect(signals.task_retry, history.record_retry)
 _connect(signals.task_failure, history.record_failure, record_lost_run)
 _connect(signals.task_revoked, history.record_revoked)
-_connect(signals.task_postrun, history.record_finished, backend.forget_write_deadline, close_old_connections)
+_connect(
+    signals.task_postrun,
+    history.record_finished,
+    backend.forget_write_deadline,
+    close_old_connections,
+    logcontext.clear,
+)
 _connect(signals.worker_process_shutdown, writebehind.flush_on_exit)
 _connect(signals.worker_shutdown, writebehind.flush_on_exit)
