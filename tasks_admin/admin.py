@@ -36,14 +36,16 @@ from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
 
+# Badge backgrounds under white text: each at least 4.5:1 against it (WCAG 2.2 AA contrast,
+# tests/functional/test_accessibility.py).
 STATE_COLOURS = {
-    PLANNED: "#bcccdc",
-    SKIPPED: "#7b8794",
-    states.PENDING: "#9aa5b1",
-    states.STARTED: "#e0a800",
-    states.RETRY: "#e8590c",
-    states.SUCCESS: "#2f9e44",
-    states.FAILURE: "#e03131",
+    PLANNED: "#486581",
+    SKIPPED: "#616e7c",
+    states.PENDING: "#52606d",
+    states.STARTED: "#8a6100",
+    states.RETRY: "#c2410c",
+    states.SUCCESS: "#237032",
+    states.FAILURE: "#c92a2a",
     states.REVOKED: "#495057",
 }
 STATE_LABELS = dict(TASK_STATES)
@@ -54,7 +56,7 @@ PERMISSIONS = {
 }
 RESOLVE_PERMISSION = "tasks_admin.resolve_deadletter"
 BUTTON = (
-    '<button type="submit" class="button task-{}" formmethod="post" style="padding:3px 8px" title="{}" '
+    '<button type="submit" class="button task-{}" formmethod="post" style="padding:3px 8px;min-height:24px;min-width:24px" title="{}" '
     'formaction="{}">{}</button>'
 )
 
@@ -242,7 +244,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
         return format_html(
             '<span class="task-state" style="background:{};color:#fff;padding:2px 8px;border-radius:10px;'
             'font-size:11px;white-space:nowrap">{}</span>',
-            STATE_COLOURS.get(record.state, "#9aa5b1"),
+            STATE_COLOURS.get(record.state, STATE_COLOURS[states.PENDING]),
             STATE_LABELS.get(record.state, record.state),
         )
 
