@@ -31,7 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
 
 from . import console, services, subjects
-from .adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, post_action
+from .adminkit import AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, post_action
 from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
@@ -56,7 +56,7 @@ PERMISSIONS = {
 }
 RESOLVE_PERMISSION = "tasks_admin.resolve_deadletter"
 BUTTON = (
-    '<button type="submit" class="button task-{}" formmethod="post" style="padding:3px 8px;min-height:24px;min-width:24px" title="{}" '
+    '<button type="submit" class="button task-{}" formmethod="post" style="padding:3px 8px" title="{}" '
     'formaction="{}">{}</button>'
 )
 
@@ -348,7 +348,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
 
 
 @admin.register(TaskRecord)
-class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
+class TaskRecordAdmin(AccessibleAdminMixin, TaskConsoleMixin, admin.ModelAdmin):
     list_display = (
         "state_badge",
         "task",
@@ -449,7 +449,7 @@ class ErrorFilter(admin.SimpleListFilter):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
+class DeadLetterAdmin(AccessibleAdminMixin, TaskConsoleMixin, admin.ModelAdmin):
     list_display = ("task", "exception_type", "error_message", "subject_link", "finished", "attempts")
     list_filter = (DeadLetterTaskFilter, ErrorFilter)
     actions = ("requeue_selected", "resolve_selected")
@@ -494,7 +494,7 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
 
 @admin.register(TaskAction)
-class TaskActionAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class TaskActionAdmin(AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "user", "task_link", "about", "periodic_task_name", "reason")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("user", "task")

@@ -199,3 +199,53 @@ def test_every_console_page_passes_a_wcag_22_aa_audit(browser_page, live_server,
 
     assert audit.pages == [visit.name for visit in STAFF_VISITS]
     assert not audit.found, audit.report()
+
+
+def _fail_a_task() -> None:
+    TaskRecord.objects.create(
+        task_id=str(uuid.uuid4()),
+        task_name="tests.fakes.tasks.record_arguments",
+        state=states.FAILURE,
+        sent_at=timezone.now(),
+    )
+
+
+def test_the_dashboard_refreshes_in_place_announces_changes_and_can_be_paused(
+    browser_page,  # noqa: F811
+    live_server,
+    broker_url,
+    monkeypatch,
+):
+    from playwright.sync_api import expect
+
+    monkeypatch.setattr(dashboard, "REFRESH_SECONDS", 1)
+    page, site = browser_page, Site(url=live_server.url)
+    User.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    page.goto(site.url + "/admin/login/?next=/admin/tasks/dashboard/")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    dead_letters = page.locator('[data-metric="dead-letters"]')
+    expect(dead_letters).to_have_text("0")
+    assert page.locator('meta[http-equiv="refresh"]').count() == 0
+    announcer = page.locator("[data-refresh-announcer]")
+    assert announcer.get_attribute("aria-live") == "polite"
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+    _fail_a_task()
+    expect(dead_letters).to_have_text("1", timeout=15_000)
+    expect(announcer).to_contain_text("Dead letters: 1 (was 0)")
+    assert page.evaluate("window.loadedOnce") is True
+
+    toggle = page.get_by_role("button", name="Pause updates")
+    toggle.click()
+    expect(page.get_by_role("button", name="Resume updates")).to_be_visible()
+    expect(announcer).to_have_text("Dashboard updates paused.")
+    _fail_a_task()
+    page.wait_for_timeout(3000)  # three refresh periods, paused: nothing is fetched
+    expect(dead_letters).to_have_text("1")
+
+    page.get_by_role("button", name="Resume updates").click()
+    expect(dead_letters).to_have_text("2", timeout=15_000)
+    expect(announcer).to_contain_text("Dead letters: 2 (was 1)")
+    assert page.evaluate("window.loadedOnce") is True
