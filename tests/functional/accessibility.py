@@ -7,8 +7,11 @@ admin markup that the project's templates and CSS cannot change (README, "Access
 Used by tests/functional/test_accessibility.py.
 """
 
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from axe_playwright_python.sync_playwright import Axe
 
@@ -16,6 +19,8 @@ from axe_playwright_python.sync_playwright import Axe
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 FAILING_IMPACTS = {"serious", "critical"}
 WIDTHS = {"desktop": (1280, 800), "phone": (375, 812)}
+# A folder to save a full-page screenshot of each page at each width in (README, "Accessibility").
+SCREENSHOTS = os.environ.get("A11Y_SCREENSHOTS", "")
 
 # (axe rule id, the element's CSS selector as axe reports it) -> why it stays. Keep it empty
 # unless Django's stock admin markup is the cause and no template or CSS of ours can fix it.
@@ -35,6 +40,9 @@ class Audit:
         """Audit what `page` shows now at each width (the layout changes, the markup does not)."""
         for width_name, (width, height) in WIDTHS.items():
             page.set_viewport_size({"width": width, "height": height})
+            if SCREENSHOTS:
+                slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+                page.screenshot(path=Path(SCREENSHOTS) / f"{slug}-{width}.png", full_page=True)
             self.found.extend(f"{name} @ {width_name} {width}px: {problem}" for problem in violations(page))
         self.pages.append(name)
 
@@ -66,3 +74,26 @@ class Visit:
 
     name: str
     go: Callable[..., None]
+
+
+# The focused element's focus indicator, as the browser draws it: an outline or a box shadow.
+FOCUS_STYLE = """() => {
+  const element = document.activeElement, style = getComputedStyle(element);
+  return {
+    element: element.outerHTML.slice(0, 120),
+    outline: style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2,
+    shadow: style.boxShadow !== "none",
+  };
+}"""
+
+
+def tab_to(page, target, limit: int = 60) -> None:
+    """Press Tab, and only Tab, until `target` (a locator) has the focus; each element the focus
+    passes on the way must show it visibly (WCAG 2.4.7): at least a 2 px outline, or a shadow."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focus = page.evaluate(FOCUS_STYLE)
+        assert focus["outline"] or focus["shadow"], f"no visible focus on {focus['element']}"
+        if target.evaluate("element => element === document.activeElement"):
+            return
+    raise AssertionError(f"{target} never got the focus in {limit} presses of Tab")

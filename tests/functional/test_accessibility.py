@@ -22,7 +22,7 @@ from orders.models import Order
 from tasks_admin import dashboard
 from tasks_admin.models import PLANNED, SKIPPED, TaskRecord
 from tests.factories import GOOD_CARD, make_category, make_product
-from tests.functional.accessibility import Audit, Visit
+from tests.functional.accessibility import Audit, Visit, tab_to
 from tests.functional.test_browser import ARTIFACTS, browser_page  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -249,3 +249,54 @@ def test_the_dashboard_refreshes_in_place_announces_changes_and_can_be_paused(
     expect(dead_letters).to_have_text("2", timeout=15_000)
     expect(announcer).to_contain_text("Dead letters: 2 (was 1)")
     assert page.evaluate("window.loadedOnce") is True
+
+
+def press_enter_and_load(page) -> None:
+    """Enter on a focused link or button that loads a page: wait for it before the next Tab."""
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+
+def test_a_customer_checks_out_with_the_keyboard_alone_and_sees_where_the_focus_is(
+    browser_page,  # noqa: F811
+    live_server,
+    no_workflow,
+):
+    from playwright.sync_api import expect
+
+    page, site = browser_page, shop_data(live_server.url)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(site.url + "/")
+    keys = page.keyboard  # no mouse: every step is a key
+
+    tab_to(page, page.get_by_role("link", name="Jasmine Pearls"))
+    press_enter_and_load(page)
+    expect(page.get_by_role("heading", name="Jasmine Pearls")).to_be_visible()
+    tab_to(page, page.get_by_label("Quantity"))
+    keys.press("Control+A")
+    keys.type("2")
+    tab_to(page, page.get_by_role("button", name="Add to cart"))
+    press_enter_and_load(page)
+    expect(page.get_by_test_id("cart-count")).to_have_text("2")
+
+    tab_to(page, page.get_by_role("link", name=re.compile("^Cart")))
+    press_enter_and_load(page)
+    tab_to(page, page.get_by_role("link", name="Check out"))
+    press_enter_and_load(page)
+    expect(page.get_by_role("heading", name="Checkout")).to_be_visible()
+    for label, text in [
+        ("Full name", "Grace Hopper"),
+        ("Email", "grace@example.com"),
+        ("Phone", "+1 415 555 0100"),
+        ("Shipping address", "1 Harbor Way"),
+        ("Card number", GOOD_CARD),
+    ]:
+        tab_to(page, page.get_by_label(label), limit=8)
+        keys.type(text)
+    tab_to(page, page.get_by_role("button", name=re.compile("Place order")), limit=2)
+    page.screenshot(path=ARTIFACTS / "keyboard-checkout-focus.png")
+    press_enter_and_load(page)
+
+    expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
+    order = Order.objects.get(email="grace@example.com")
+    assert order.customer_name == "Grace Hopper" and str(order.total) == "16.80"
