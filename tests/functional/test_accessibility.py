@@ -300,3 +300,32 @@ def test_a_customer_checks_out_with_the_keyboard_alone_and_sees_where_the_focus_
     expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}/$"))
     order = Order.objects.get(email="grace@example.com")
     assert order.customer_name == "Grace Hopper" and str(order.total) == "16.80"
+
+
+def test_the_live_order_page_announces_what_changed_politely(browser_page, live_server, no_workflow):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from orders.checkout import Customer, place_order
+
+    product = make_product(stock=3)
+    order = place_order(
+        customer=Customer(name="Ada", email="ada@example.com", phone="+442079460997"),
+        shipping_address="1 Test Street",
+        items=[(product.sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    services.charge_payment(str(order.pk))
+    page = browser_page
+    page.goto(live_server.url + order.get_absolute_url())
+    announcer = page.get_by_test_id("order-announcer")
+    assert announcer.get_attribute("aria-live") == "polite" and announcer.get_attribute("role") == "status"
+    page.wait_for_timeout(1500)  # a few polls with nothing new: nothing is said
+    expect(announcer).to_have_text("")
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+    for step in ("create_shipment", "record_sales", "confirm_order"):
+        getattr(services, step)(str(order.pk))
+
+    expect(page.get_by_test_id("order-status")).to_have_text("Confirmed", timeout=20_000)
+    expect(announcer).to_contain_text("Order status: Confirmed.")
+    assert page.evaluate("window.loadedOnce") is True
