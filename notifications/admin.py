@@ -1,12 +1,12 @@
 from django.contrib import admin
 
-from tasks_admin.adminkit import ActionPermissionMixin, ReadOnlyAdminMixin
+from tasks_admin.adminkit import AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin
 
 from .models import Notification
 
 
 @admin.register(Notification)
-class NotificationAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every message's record, its idempotency key included: a deleted one could be sent again."""
 
     list_display = ("created_at", "channel", "recipient", "subject", "status", "attempts", "order", "sent_at")

@@ -5,7 +5,13 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
 from notifications.models import Notification
-from tasks_admin.adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, ReadOnlyInline, post_action
+from tasks_admin.adminkit import (
+    AccessibleAdminMixin,
+    ActionPermissionMixin,
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+    post_action,
+)
 from tasks_admin.graph import render_svg
 
 from . import cancellation, console, lifecycle
@@ -67,7 +73,7 @@ class WorkflowFilter(admin.SimpleListFilter):
 
 
 @admin.register(Order)
-class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
+class OrderAdmin(AccessibleAdminMixin, ActionPermissionMixin, admin.ModelAdmin):
     list_display = ("number", "customer_name", "email", "total", "status", "created_at", "updated_at")
     list_filter = ("status", WorkflowFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=number", "email", "customer_name")
@@ -174,7 +180,7 @@ class OrderAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
 
 @admin.register(DemoGatewayCharge)
-class DemoGatewayChargeAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class DemoGatewayChargeAdmin(AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """The demo gateway's ledger: a charge's idempotency key charges once, so no row is deleted either."""
 
     list_display = (
@@ -190,7 +196,7 @@ class DemoGatewayChargeAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.Mo
 
 
 @admin.register(SalesReport)
-class SalesReportAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class SalesReportAdmin(AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Written by the daily sales report job (orders/reports.py); read-only here."""
 
     list_display = ("day", "orders", "units", "revenue", "generated_at")

@@ -1,19 +1,19 @@
 from django.contrib import admin
 
-from tasks_admin.adminkit import ActionPermissionMixin
+from tasks_admin.adminkit import AccessibleAdminMixin, ActionPermissionMixin
 
 from .models import Category, Product
 
 
 @admin.register(Category)
-class CategoryAdmin(ActionPermissionMixin, admin.ModelAdmin):
+class CategoryAdmin(AccessibleAdminMixin, ActionPermissionMixin, admin.ModelAdmin):
     list_display = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     search_fields = ("name",)
 
 
 @admin.register(Product)
-class ProductAdmin(ActionPermissionMixin, admin.ModelAdmin):
+class ProductAdmin(AccessibleAdminMixin, ActionPermissionMixin, admin.ModelAdmin):
     list_display = ("name", "sku", "category", "price", "stock", "units_sold", "active")
     list_filter = ("active", "category")
     list_editable = ("price", "stock", "active")

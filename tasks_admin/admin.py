@@ -31,19 +31,21 @@ from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
 
 from . import console, services, subjects
-from .adminkit import ActionPermissionMixin, ReadOnlyAdminMixin, post_action
+from .adminkit import AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, post_action
 from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
 
+# Badge backgrounds under white text: each at least 4.5:1 against it (WCAG 2.2 AA contrast,
+# tests/functional/test_accessibility.py).
 STATE_COLOURS = {
-    PLANNED: "#bcccdc",
-    SKIPPED: "#7b8794",
-    states.PENDING: "#9aa5b1",
-    states.STARTED: "#e0a800",
-    states.RETRY: "#e8590c",
-    states.SUCCESS: "#2f9e44",
-    states.FAILURE: "#e03131",
+    PLANNED: "#486581",
+    SKIPPED: "#616e7c",
+    states.PENDING: "#52606d",
+    states.STARTED: "#8a6100",
+    states.RETRY: "#c2410c",
+    states.SUCCESS: "#237032",
+    states.FAILURE: "#c92a2a",
     states.REVOKED: "#495057",
 }
 STATE_LABELS = dict(TASK_STATES)
@@ -242,7 +244,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
         return format_html(
             '<span class="task-state" style="background:{};color:#fff;padding:2px 8px;border-radius:10px;'
             'font-size:11px;white-space:nowrap">{}</span>',
-            STATE_COLOURS.get(record.state, "#9aa5b1"),
+            STATE_COLOURS.get(record.state, STATE_COLOURS[states.PENDING]),
             STATE_LABELS.get(record.state, record.state),
         )
 
@@ -346,7 +348,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
 
 
 @admin.register(TaskRecord)
-class TaskRecordAdmin(TaskConsoleMixin, admin.ModelAdmin):
+class TaskRecordAdmin(AccessibleAdminMixin, TaskConsoleMixin, admin.ModelAdmin):
     list_display = (
         "state_badge",
         "task",
@@ -447,7 +449,7 @@ class ErrorFilter(admin.SimpleListFilter):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
+class DeadLetterAdmin(AccessibleAdminMixin, TaskConsoleMixin, admin.ModelAdmin):
     list_display = ("task", "exception_type", "error_message", "subject_link", "finished", "attempts")
     list_filter = (DeadLetterTaskFilter, ErrorFilter)
     actions = ("requeue_selected", "resolve_selected")
@@ -492,7 +494,7 @@ class DeadLetterAdmin(TaskConsoleMixin, admin.ModelAdmin):
 
 
 @admin.register(TaskAction)
-class TaskActionAdmin(ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class TaskActionAdmin(AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "kind", "user", "task_link", "about", "periodic_task_name", "reason")
     list_filter = ("kind", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("user", "task")

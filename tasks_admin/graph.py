@@ -109,7 +109,8 @@ def canvas_graph(root_id: str) -> Graph | None:
 
 
 def render_svg(graph: Graph, highlight: str = "") -> SafeString:
-    """The graph as inline SVG; each node links to its task's page."""
+    """The graph as inline SVG; each node links to its task's page. A group, not an image: an
+    image may not hold links (axe's nested-interactive, tests/functional/test_accessibility.py)."""
     positions: dict[str, tuple[int, int]] = {}
     tallest = max(len(column) for column in graph.columns)
     height = PAD * 2 + tallest * NODE_H + (tallest - 1) * ROW_GAP
@@ -122,7 +123,7 @@ def render_svg(graph: Graph, highlight: str = "") -> SafeString:
     parts = [
         format_html(
             '<svg class="workflow-graph" xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
-            'style="max-width:100%;height:auto" viewBox="0 0 {} {}" role="img" aria-label="Workflow graph">',
+            'style="max-width:100%;height:auto" viewBox="0 0 {} {}" role="group" aria-label="Workflow graph">',
             width,
             height,
             width,

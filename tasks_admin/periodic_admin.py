@@ -16,7 +16,7 @@ from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
 from . import services
-from .adminkit import ActionPermissionMixin, post_action
+from .adminkit import AccessibleAdminMixin, ActionPermissionMixin, post_action
 from .models import TaskRecord
 from .periodic import next_run_times
 
@@ -27,7 +27,7 @@ admin.site.unregister(PeriodicTask)
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(ActionPermissionMixin, beat_admin.PeriodicTaskAdmin):
+class PeriodicTaskAdmin(AccessibleAdminMixin, ActionPermissionMixin, beat_admin.PeriodicTaskAdmin):
     change_form_template = "admin/tasks_admin/periodictask/change_form.html"
 
     def has_run_permission(self, request: HttpRequest) -> bool:

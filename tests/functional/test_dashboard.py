@@ -79,7 +79,7 @@ def chart_bars(page: str, chart: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def metric(page: str, name: str) -> str:
-    return re.search(rf'data-metric="{name}">([^<]*)<', page).group(1)
+    return re.search(rf'data-metric="{name}"[^>]*>([^<]*)<', page).group(1)
 
 
 def task_row(page: str, task_name: str) -> list[str]:
@@ -232,10 +232,15 @@ def test_dead_letters_and_stuck_orders_are_counted_and_linked(admin_client, sett
     assert metric(get_page(admin_client), "stuck-orders") == "0"
 
 
-def test_page_refreshes_itself_and_links_to_the_task_history(admin_client):
+def test_page_refreshes_in_place_with_a_pause_and_links_to_the_task_history(admin_client):
+    """No <meta http-equiv=refresh> (it reloads with no control): dashboard_live.js fetches the
+    figures, with a Pause button and a polite live region (the browser test is test_accessibility.py)."""
     page = get_page(admin_client)
 
-    assert '<meta http-equiv="refresh" content="15">' in page
+    assert 'http-equiv="refresh"' not in page
+    assert "tasks_admin/dashboard_live.js" in page
+    assert 'data-refresh-seconds="15"' in page and "data-refresh-toggle" in page
+    assert 'aria-live="polite"' in page
     assert f'<a href="{reverse("admin:index")}">Home</a>' in page
     assert f'<a href="{reverse("admin:tasks_admin_taskrecord_changelist")}">Task history</a>' in page
 

@@ -7,7 +7,32 @@
   // the order is final (a last message may still be on its way).
   const MOVING = 500, WAITING_FOR_STAFF = 15000, FINAL = 1000;
 
+  // Screen readers hear what changed, once, when they are idle (aria-live="polite").
+  const announcer = root.querySelector("[data-testid=order-announcer]");
+  function describe(order) {
+    return [order.status_label].concat(order.notifications.map(function (n) {
+      return n.channel + " to " + n.to + ": " + n.status;
+    }));
+  }
+  let told = null;
+
+  function announce(order) {
+    const now = describe(order);
+    if (told !== null && announcer) {
+      const news = [];
+      if (now[0] !== told[0]) news.push("Order status: " + now[0] + ".");
+      for (const line of now.slice(1)) if (!told.includes(line)) news.push(line.charAt(0).toUpperCase() + line.slice(1) + ".");
+      if (news.length) announcer.textContent = news.join(" ");
+    }
+    told = now;
+  }
+
   function render(order) {
+    if (told === null) {  // what the page showed when it was loaded
+      told = [root.querySelector("[data-testid=order-status]").textContent.trim()].concat(
+        Array.from(root.querySelectorAll("[data-testid=notifications] li:not(.muted)"), function (li) { return li.textContent.trim(); }));
+    }
+    announce(order);
     const status = root.querySelector("[data-testid=order-status]");
     status.textContent = order.status_label;
     status.className = "status status-" + order.status;
