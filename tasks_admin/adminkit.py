@@ -48,6 +48,20 @@ class AccessibleAdminMixin:
                 part.attrs.setdefault("aria-label", f"{formfield.label}: {name}")
         return formfield
 
+    def get_changelist_form(self, request: HttpRequest, **kwargs):
+        """The change list's editable cells (`list_editable`) have no <label> and point at help text
+        the list does not show: each gets a name saying which row it edits."""
+        base = super().get_changelist_form(request, **kwargs)
+
+        class LabelledRowForm(base):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                for field in self.fields.values():
+                    field.help_text = ""
+                    field.widget.attrs.setdefault("aria-label", f"{field.label}: {self.instance}")
+
+        return LabelledRowForm
+
 
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     """An object's rows the system writes (an order's lines, steps, payment, messages, audit trail),

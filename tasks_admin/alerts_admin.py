@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from . import alerts
-from .adminkit import ReadOnlyAdminMixin, ReadOnlyInline, post_action
+from .adminkit import AccessibleAdminMixin, ReadOnlyAdminMixin, ReadOnlyInline, post_action
 from .models import Alert, AlertNotice, AlertRule
 
 ACKNOWLEDGE_PERMISSION = "tasks_admin.acknowledge_alert"
@@ -56,7 +56,7 @@ class NoticeInline(ReadOnlyInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AlertAdmin(AccessibleAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (NoticeInline,)
     change_form_template = "admin/tasks_admin/alert/change_form.html"
     list_display = ("title", "subject_key", "summary", "opened_at", "last_seen_at", "resolved_at", "acknowledged")
@@ -119,7 +119,7 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(AccessibleAdminMixin, admin.ModelAdmin):
     list_display = ("key", "title", "enabled", "threshold", "unit", "window_minutes", "updated_at")
     list_editable = ("enabled", "threshold")  # the window on the change page: not every rule has one
     fields = ("key", "title", "description", "enabled", "threshold", "unit", "window_minutes")

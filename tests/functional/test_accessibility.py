@@ -87,8 +87,21 @@ def _order_final(page, site: Site) -> None:
     services.create_shipment(order_id)
     services.record_sales(order_id)
     services.confirm_order(order_id)
-    page.reload()
+    page.goto(f"{site.url}/orders/{order_id}/")
     page.get_by_test_id("order-status").filter(has_text="Confirmed").wait_for()
+
+
+def _cancel_page(page, site: Site) -> None:
+    page.goto(f"{site.url}/orders/{site.order.pk}/")
+    page.get_by_role("link", name="Cancel this order").click()
+    page.get_by_role("button", name="Yes, cancel my order").wait_for()
+
+
+def _lookup_not_found(page, site: Site) -> None:
+    page.goto(f"{site.url}/orders/find/?number={site.order.number}")
+    page.get_by_label("E-mail address used at checkout").fill("nobody@example.com")
+    page.get_by_role("button", name="Find my order").click()
+    page.get_by_role("alert").wait_for()
 
 
 def _add_to_cart(page, site: Site) -> None:
@@ -107,7 +120,10 @@ CUSTOMER_VISITS = [
     Visit("checkout", lambda page, site: page.goto(site.url + "/checkout/")),
     Visit("checkout with errors", _checkout_with_errors),
     Visit("order page, workflow running", _order_running),
+    Visit("cancel this order", _cancel_page),
     Visit("order page, final", _order_final),
+    Visit("find my order", lambda page, site: page.goto(site.url + "/orders/find/")),
+    Visit("find my order, not found", _lookup_not_found),
 ]
 
 
@@ -183,6 +199,8 @@ STAFF_VISITS = [
     Visit("task detail", _admin("tasks_admin/taskrecord/{site.failed_record_id}/change/")),
     Visit("dead letters", _admin("tasks_admin/deadletter/")),
     Visit("dashboard", _admin("tasks/dashboard/")),
+    Visit("alerts", _admin("tasks_admin/alert/")),
+    Visit("alert rules", _admin("tasks_admin/alertrule/")),
     Visit("orders list", _admin("orders/order/")),
     Visit("order admin with its graph", _admin("orders/order/{site.order.pk}/change/")),
     Visit("periodic tasks", _admin("django_celery_beat/periodictask/")),
