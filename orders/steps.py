@@ -39,6 +39,9 @@ class WorkflowStepTask(OrderTask):
     # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
     # with the worker's next batch (tasks_admin/backend.py).
     batch_result = True
+    # Staff revoke a step only by cancelling or holding its order first (orders/console.py), and
+    # its service refuses to act for such an order: no revoke query before each run.
+    check_revoked = False
 
     @property
     def step(self) -> str:
@@ -67,6 +70,8 @@ class ConfirmationTask(OrderTask, DeliveryTask):
     """Sends the order's confirmation e-mail or SMS (`channel`), queued when it was confirmed."""
 
     channel: str
+    # Nothing reads a message's result either: stored with the worker's next batch.
+    batch_result = True
 
     def message_key(self, args: tuple) -> str:
         (order_id,) = args

@@ -3,6 +3,8 @@
 import pytest
 from celery import states
 from celery.exceptions import Ignore
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from notifications.models import Notification
 from orders import services, tasks
@@ -282,15 +284,32 @@ def test_an_sms_still_failing_on_the_last_retry_is_failed_for_staff_and_does_not
 
 @pytest.mark.django_db
 def test_a_task_staff_revoked_does_not_run_even_if_a_worker_receives_it(local_providers):
+    order = confirmed()
+    record = TaskRecord.objects.about(order).get(task_name=tasks.send_confirmation_sms.name)
+    TaskRecord.objects.filter(pk=record.pk).update(state=states.REVOKED)
+    tasks.send_confirmation_sms.push_request(id=record.task_id)
+    try:
+        with pytest.raises(Ignore, match="revoked"):
+            tasks.send_confirmation_sms(str(order.pk))
+    finally:
+        tasks.send_confirmation_sms.pop_request()
+
+    assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_a_step_staff_revoked_is_refused_by_its_held_order_without_a_revoke_query(local_providers):
     order = paid()
+    services.hold_order(order.pk, actor="staff:test")  # what revoking a step does first (orders/console.py)
     task_id = step(order, "create_shipment").task_id
     TaskRecord.objects.filter(task_id=task_id).update(state=states.REVOKED)
     tasks.create_shipment.push_request(id=task_id)
     try:
-        with pytest.raises(Ignore, match="revoked"):
+        with CaptureQueriesContext(connection) as queries, pytest.raises(Ignore, match="on hold"):
             tasks.create_shipment(str(order.pk))
     finally:
         tasks.create_shipment.pop_request()
 
+    assert not any("tasks_admin_taskrecord" in query["sql"] for query in queries.captured_queries)
     assert not Shipment.objects.filter(order=order).exists()
-    assert step(order, "create_shipment").state == State.PENDING
+    assert step(order, "create_shipment").state == State.SKIPPED
