@@ -28,7 +28,7 @@ from tasks_admin import history
 from tasks_admin.sql import db_value
 
 from . import lifecycle, messages, stock, workflow
-from .errors import NoFailedStep, OrderActionRefused, StepNotAllowed
+from .errors import MessageCancelled, NoFailedStep, OrderActionRefused, StepNotAllowed
 from .models import Order, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
@@ -191,8 +191,12 @@ def confirm_order(order_id: str) -> bool:
 
 
 def send_confirmation(order_id: str, channel: str) -> int:
-    """Send the confirmation e-mail or SMS queued when the order was confirmed, once."""
-    return notifications.deliver(messages.key(order_id, "confirmation", channel)).pk
+    """Send the confirmation e-mail or SMS queued when the order was confirmed, once; refused
+    (MessageCancelled) if staff cancelled it."""
+    notification = notifications.deliver(messages.key(order_id, "confirmation", channel))
+    if notification.status == Notification.Status.CANCELLED:
+        raise MessageCancelled(f"The {channel} confirmation of this order was cancelled by staff: not sending it.")
+    return notification.pk
 
 
 def stop_after_failure(order_id: str) -> str:

@@ -17,7 +17,7 @@ from notifications.tasks import DeliveryTask
 from tasks_admin.base import RetryingTask
 
 from . import messages
-from .errors import StepNotAllowed
+from .errors import MessageCancelled, StepNotAllowed
 from .models import WorkflowStep
 from .services import settle_step
 
@@ -72,6 +72,16 @@ class ConfirmationTask(OrderTask, DeliveryTask):
     channel: str
     # Nothing reads a message's result either: stored with the worker's next batch.
     batch_result = True
+    # Staff revoke a message only by cancelling it first (orders/console.py), and its service
+    # refuses to send a cancelled one: no revoke query before each run.
+    check_revoked = False
+
+    def attempt(self, order_id: str):
+        try:
+            return self.run(order_id)
+        except MessageCancelled as exc:
+            logger.info("%s[%s] not run: %s", self.name, self.request.id, exc)
+            raise Ignore(str(exc)) from exc
 
     def message_key(self, args: tuple) -> str:
         (order_id,) = args

@@ -5,8 +5,10 @@ from celery import states
 from celery.exceptions import Ignore
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from notifications.models import Notification
+from notifications.tasks import deliver_message
 from orders import services, tasks, workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
@@ -310,16 +312,33 @@ def test_an_sms_still_failing_on_the_last_retry_is_failed_for_staff_and_does_not
 @pytest.mark.django_db
 def test_a_task_staff_revoked_does_not_run_even_if_a_worker_receives_it(local_providers):
     order = confirmed()
-    record = TaskRecord.objects.about(order).get(task_name=tasks.send_confirmation_sms.name)
-    TaskRecord.objects.filter(pk=record.pk).update(state=states.REVOKED)
-    tasks.send_confirmation_sms.push_request(id=record.task_id)
+    key = Notification.objects.get(order=order, channel="sms").idempotency_key
+    TaskRecord.objects.create(
+        task_id="revoked-delivery", task_name=deliver_message.name, state=states.REVOKED, sent_at=timezone.now()
+    )
+    deliver_message.push_request(id="revoked-delivery")
     try:
         with pytest.raises(Ignore, match="revoked"):
+            deliver_message(key)
+    finally:
+        deliver_message.pop_request()
+
+    assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_a_message_staff_cancelled_is_refused_by_its_task_without_a_revoke_query(local_providers):
+    order = confirmed()
+    services.cancel_confirmation(order.pk, "sms")  # what revoking its task does first (orders/console.py)
+    tasks.send_confirmation_sms.push_request(id="cancelled-sms")
+    try:
+        with CaptureQueriesContext(connection) as queries, pytest.raises(Ignore, match="cancelled by staff"):
             tasks.send_confirmation_sms(str(order.pk))
     finally:
         tasks.send_confirmation_sms.pop_request()
 
-    assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.PENDING
+    assert not any("tasks_admin_taskrecord" in query["sql"] for query in queries.captured_queries)
+    assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.CANCELLED
 
 
 @pytest.mark.django_db
