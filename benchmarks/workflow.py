@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import redis
 from django.db import close_old_connections, connection
 from django.db.models import Max, Min
 from django.test.utils import CaptureQueriesContext
@@ -27,7 +28,7 @@ from orders.checkout import Customer, place_order
 from orders.models import Order, WorkflowStep
 from shop.models import Category, Product
 
-from . import sqlcount
+from . import sqlcount, ticks
 from .database import BenchmarkError
 from .stack import ROOT, Stack
 from .stats import percentiles
@@ -43,6 +44,7 @@ PRODUCTION_WORKERS = (
 PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
 STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "benchmarks.stock_settings"}
 SKU = "BENCH"
+TASKS_PER_ORDER = 6  # charge, shipment, sales, confirmation, e-mail, SMS
 PRODUCTS = 50
 
 
@@ -188,6 +190,30 @@ def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]
         stack.stop(worker)
     done = dict(TaskResult.objects.filter(task_id__in=[c for c, _ in sent]).values_list("task_id", "date_done"))
     return percentiles([done[callback].timestamp() - at for callback, at in sent])
+
+
+def ceiling(stack: Stack, orders: int) -> Drain:
+    """The broker-bound ceiling: six no-op tasks an order, results ignored, queued at once and
+    drained by the stock app on the production layout's prefork worker (benchmarks/stock_app.py:
+    tick); orders ÷ (last run − first run)."""
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.stock_app", "ticks", str(orders * TASKS_PER_ORDER)],
+        cwd=ROOT,
+        env=stack.env(**STOCK_ENV),
+        check=True,
+    )
+    broker = redis.Redis(port=stack.redis_port)
+    worker = stack.worker(*PRODUCTION_WORKERS[0], app="benchmarks.stock_app", **STOCK_ENV)
+    try:
+        deadline = time.monotonic() + 60 + orders
+        while not broker.get(ticks.LAST):
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"The ceiling's no-op tasks not done after {60 + orders} s.")
+            time.sleep(0.2)
+    finally:
+        stack.stop(worker)
+    first, last = (float(broker.get(key)) for key in (ticks.FIRST, ticks.LAST))
+    return Drain(orders, last - first)
 
 
 @dataclass(frozen=True)
