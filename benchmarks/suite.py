@@ -23,7 +23,7 @@ from .report import Figure
 from .stack import Stack
 
 Log = Callable[[str], None]
-PARTS = ("throughput", "latency", "sql", "checkout", "storefront", "admin", "scaling")
+PARTS = ("throughput", "latency", "sql", "checkout", "storefront", "history", "admin", "scaling")
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,11 @@ class Sizes:
     admin_runs: int
     scaling_orders: int
     throughput_rounds: int  # rounds of throughput and latency, alternately ours and stock; the median counts
+    history_rows: int  # task history and results rows loaded for the history-size figures
 
 
-FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600, 3)
-QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0, 1)
+FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600, 3, 1_000_000)
+QUICK = Sizes(200, 6, 40, 40, 4, 10_000, 30, 10_000, 3, 0, 1, 0)  # no scaling, no history size: CI's 2 minutes
 PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
 CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the order throughput
 
@@ -69,6 +70,8 @@ def run(*, quick: bool, parts: tuple[str, ...], database_url: str | None, log: L
                 figures += _storefront(stack, sizes, log)
             if "scaling" in parts and sizes.scaling_orders:
                 figures += _scaling(stack, sizes, log)
+            if "history" in parts and sizes.history_rows:  # last: the loaded history stays in the scratch database
+                figures += _history_size(stack, sizes, log)
     if "admin" in parts:
         figures += _admin(sizes, database_url, log)
     return figures, machine
@@ -175,6 +178,47 @@ def _latency(stack: Stack, sizes: Sizes, ours_rate: float, stock_rate: float, lo
             )
         )
     return figures
+
+
+def _history_size(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
+    """Order throughput, and p95 latency at half of it, on an empty history and again with
+    `history_rows` rows in the task history and the results tables: the hot path must not pay
+    for history (indexes, the console's queries)."""
+    measured = []
+    for label in ("empty", f"{sizes.history_rows:,} rows"):
+        if measured:
+            log(f"History size: loading {sizes.history_rows:,} task history and result rows ...")
+            workflow.load_history(sizes.history_rows, log)
+        log(f"History size ({label}): {sizes.orders} orders, then latency ...")
+        drain = workflow.shop_throughput(stack, sizes.orders)
+        latency = workflow.shop_latency(stack, drain.per_second / 2, sizes.latency_seconds)
+        log(f"  {drain.per_second:.1f} orders/s, p95 {latency['p95'] * 1000:.0f} ms.")
+        measured.append((drain.per_second, latency["p95"]))
+    (empty_rate, empty_p95), (full_rate, full_p95) = measured
+    rows = f"{sizes.history_rows:,} history rows"
+    return [
+        Figure(
+            "history",
+            f"order workflows per second, {rows}",
+            full_rate,
+            empty_rate,
+            "/s",
+            "the same, empty history",
+            "within 10 %",
+            lambda f: f.value >= 0.9 * f.baseline,
+            better="higher",
+        ),
+        Figure(
+            "history",
+            f"checkout commit → confirmed p95 at half load, {rows}",
+            full_p95,
+            empty_p95,
+            "s",
+            "the same, empty history",
+            "within 10 %",
+            lambda f: f.value <= 1.1 * f.baseline,
+        ),
+    ]
 
 
 def _sql(stack: Stack, sizes: Sizes, tmp: Path, log: Log) -> list[Figure]:

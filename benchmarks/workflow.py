@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,13 +23,15 @@ import redis
 from django.db import close_old_connections, connection
 from django.db.models import Max, Min
 from django.test.utils import CaptureQueriesContext
-from django_celery_results.models import TaskResult
+from django.utils import timezone
+from django_celery_results.models import ChordCounter, TaskResult
 
 from orders.checkout import Customer, place_order
 from orders.models import Order, WorkflowStep
 from shop.models import Category, Product
+from tasks_admin.models import TaskRecord
 
-from . import sqlcount, ticks
+from . import admin_data, sqlcount, ticks
 from .database import BenchmarkError
 from .stack import ROOT, Stack
 from .stats import percentiles
@@ -118,12 +121,30 @@ def _send_stock(stack: Stack, count: int, rate: float | None = None) -> list[tup
     return [tuple(pair) for pair in json.loads(output.stdout)]
 
 
+_kept_before: datetime | None = None  # rows older than this are a loaded history: kept (history_size)
+
+
 def _reset() -> None:
-    """Empty the tables a run fills, between measurements."""
-    with connection.cursor() as cursor:
-        for table in ("django_celery_results_taskresult", "django_celery_results_chordcounter"):
-            cursor.execute(f"DELETE FROM {table}")
-    Order.objects.all().delete()
+    """Empty the tables a run fills, between measurements (a loaded history stays)."""
+    if _kept_before is None:
+        with connection.cursor() as cursor:
+            for table in ("django_celery_results_taskresult", "django_celery_results_chordcounter"):
+                cursor.execute(f"DELETE FROM {table}")
+        Order.objects.all().delete()
+        return
+    TaskResult.objects.filter(date_created__gte=_kept_before).delete()
+    ChordCounter.objects.all().delete()
+    Order.objects.filter(created_at__gte=_kept_before).delete()
+
+
+def load_history(rows: int, log: Log) -> None:
+    """Replace the task history and results with `rows` of each (admin_data.py's, over 30 days),
+    kept from now on by every measurement's reset."""
+    global _kept_before
+    TaskRecord.objects.all().delete()
+    _reset()
+    admin_data.load(rows, log)
+    _kept_before = timezone.now()
 
 
 def shop_throughput(
