@@ -22,6 +22,9 @@ class Figure:
     target_text: str = ""
     target: Callable[["Figure"], bool] | None = field(default=None, compare=False, repr=False)
     better: str = "lower"
+    # Each round's value, when the figure is their median (the table shows their min–max).
+    rounds: tuple[float, ...] = ()
+    baseline_rounds: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -43,6 +46,8 @@ class Figure:
             "baseline_is": self.baseline_label,
             "target": self.target_text,
             "met": self.met,
+            "rounds": [round(value, 4) for value in self.rounds],
+            "baseline_rounds": [round(value, 4) for value in self.baseline_rounds],
         }
 
 
@@ -54,6 +59,13 @@ def _number(value: float | None, unit: str) -> str:
     if unit == "s":
         return f"{value:.2f} s"
     return f"{value:,.1f} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+
+
+def _spread(value: float | None, rounds: tuple[float, ...], unit: str) -> str:
+    """The value, and the min–max of the rounds it is the median of."""
+    if len(rounds) < 2:
+        return _number(value, unit)
+    return f"{_number(value, unit)} ({_number(min(rounds), unit)}–{_number(max(rounds), unit)})"
 
 
 def _gain(figure: Figure) -> str:
@@ -75,8 +87,8 @@ def table(figures: list[Figure], machine: dict) -> str:
         rows.append(
             (
                 f"{figure.group}: {figure.name}",
-                _number(figure.value, figure.unit),
-                _number(figure.baseline, figure.unit),
+                _spread(figure.value, figure.rounds, figure.unit),
+                _spread(figure.baseline, figure.baseline_rounds, figure.unit),
                 ratio,
                 target,
                 figure.baseline_label,
@@ -113,12 +125,13 @@ def write_chart(path: Path, figures: list[Figure], machine: dict) -> None:
     for index, figure in enumerate(paired):
         y = 62 + index * row
         top = max(figure.value, figure.baseline) or 1
-        for offset, (value, colour) in enumerate(((figure.value, "#2f6fb0"), (figure.baseline, "#c4c4c4"))):
+        bars = ((figure.value, figure.rounds, "#2f6fb0"), (figure.baseline, figure.baseline_rounds, "#c4c4c4"))
+        for offset, (value, rounds, colour) in enumerate(bars):
             width = max(1.0, bar_width * value / top)
             parts.append(
                 f'<rect x="{label_width}" y="{y + offset * 17}" width="{width:.1f}" height="14" fill="{colour}"/>'
                 f'<text x="{label_width + width + 5:.1f}" y="{y + offset * 17 + 11}">'
-                f"{html.escape(_number(value, figure.unit))}</text>"
+                f"{html.escape(_spread(value, rounds, figure.unit))}</text>"
             )
         label = html.escape(f"{figure.group}: {figure.name}")
         parts.append(f'<text x="10" y="{y + 20}">{label}</text>')

@@ -3,7 +3,9 @@
 Loaded into a worker (CELERY_EXTRA_IMPORTS / the stock app's imports) with BENCH_SQL_DIR set:
 every statement through Django's database layer is counted, by kind, and so is every write
 transaction (a write outside a transaction, or a commit after one). Each process adds its
-counts to a file of its own in BENCH_SQL_DIR when it exits.
+counts to a file of its own in BENCH_SQL_DIR when it exits. With BENCH_SQL_DETAIL set, each
+statement is also counted by its task, its transaction (autocommit or not) and its text's
+start: how docs/benchmarks.md's breakdown per task was made.
 """
 
 import atexit
@@ -23,6 +25,7 @@ from django.db.backends.signals import connection_created
 _counts: Counter = Counter()
 _lock = threading.Lock()
 _WRITES = ("INSERT", "UPDATE", "DELETE")
+_DETAIL = bool(os.environ.get("BENCH_SQL_DETAIL"))
 
 
 def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
@@ -32,6 +35,9 @@ def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, conte
         _counts["statements"] += 1
         _counts[f"statements.{verb}"] += 1
         _counts[f"task.{getattr(current_task, 'name', None)}"] += 1
+        if _DETAIL:
+            where = "autocommit" if connection.get_autocommit() else "transaction"
+            _counts[f"detail.{getattr(current_task, 'name', None)}|{where}|{' '.join(sql.split())[:120]}"] += 1
         if verb in _WRITES or (verb == "WITH" and any(w in sql.upper() for w in _WRITES)):
             _counts["write statements"] += 1
             if connection.get_autocommit():

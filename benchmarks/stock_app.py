@@ -5,9 +5,12 @@ Celery's default (prefork with one process per core, prefetch 4, early acknowled
     DJANGO_SETTINGS_MODULE=benchmarks.stock_settings celery -A benchmarks.stock_app worker
 
 `python -m benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
-at once) and prints, as JSON, each one's callback task id and when it was sent.
+at once) and prints, as JSON, each one's callback task id and when it was sent;
+`python -m benchmarks.stock_app ticks COUNT` queues COUNT no-op tasks with results ignored
+(the broker-bound ceiling).
 """
 
+import functools
 import json
 import os
 import sys
@@ -15,8 +18,11 @@ import time
 import uuid
 
 import django
+import redis
 from celery import Celery, chain, chord
 from celery.canvas import Signature
+
+from benchmarks import ticks
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.stock_settings")
 
@@ -27,6 +33,32 @@ app.conf.imports = ["benchmarks.sqlcount"]  # counts SQL only when BENCH_SQL_DIR
 @app.task(name="stock.noop")  # the same name when this module runs as __main__ (the sender)
 def noop(order_id: str) -> None:
     return None
+
+
+@app.task(name="stock.tick", ignore_result=True)
+def tick(total: int) -> None:
+    """The ceiling's no-op: no result stored; a counter in the broker's Redis says when the
+    `total`-th has run (one pipelined round trip, what the ceiling costs beyond a no-op)."""
+    broker = _redis()
+    now = time.time()
+    count, _ = broker.pipeline().incr(ticks.COUNT).setnx(ticks.FIRST, now).execute()
+    if count == total:
+        broker.set(ticks.LAST, now)
+
+
+@functools.cache
+def _redis():
+    """The broker's Redis, one client a process (a pool process's own, made after the fork)."""
+    return redis.Redis.from_url(app.conf.broker_url)
+
+
+def send_ticks(count: int) -> None:
+    """`count` ceiling no-ops, queued at once (a worker drains them: benchmarks/workflow.py)."""
+    broker = _redis()
+    broker.delete(ticks.COUNT, ticks.FIRST, ticks.LAST)
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            tick.apply_async((count,), producer=producer)
 
 
 def canvas(order_id: str, callback_id: str) -> Signature:
@@ -51,4 +83,7 @@ def send(count: int, rate: float | None = None) -> list[tuple[str, float]]:
 
 if __name__ == "__main__":
     django.setup()
-    print(json.dumps(send(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)))
+    if sys.argv[1] == "ticks":
+        send_ticks(int(sys.argv[2]))
+    else:
+        print(json.dumps(send(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)))

@@ -15,19 +15,23 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+import redis
 from django.db import close_old_connections, connection
 from django.db.models import Max, Min
 from django.test.utils import CaptureQueriesContext
-from django_celery_results.models import TaskResult
+from django.utils import timezone
+from django_celery_results.models import ChordCounter, TaskResult
 
 from orders.checkout import Customer, place_order
 from orders.models import Order, WorkflowStep
 from shop.models import Category, Product
+from tasks_admin.models import TaskRecord
 
-from . import sqlcount
+from . import admin_data, sqlcount, ticks
 from .database import BenchmarkError
 from .stack import ROOT, Stack
 from .stats import percentiles
@@ -43,6 +47,7 @@ PRODUCTION_WORKERS = (
 PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
 STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "benchmarks.stock_settings"}
 SKU = "BENCH"
+TASKS_PER_ORDER = 6  # charge, shipment, sales, confirmation, e-mail, SMS
 PRODUCTS = 50
 
 
@@ -116,12 +121,30 @@ def _send_stock(stack: Stack, count: int, rate: float | None = None) -> list[tup
     return [tuple(pair) for pair in json.loads(output.stdout)]
 
 
+_kept_before: datetime | None = None  # rows older than this are a loaded history: kept (history_size)
+
+
 def _reset() -> None:
-    """Empty the tables a run fills, between measurements."""
-    with connection.cursor() as cursor:
-        for table in ("django_celery_results_taskresult", "django_celery_results_chordcounter"):
-            cursor.execute(f"DELETE FROM {table}")
-    Order.objects.all().delete()
+    """Empty the tables a run fills, between measurements (a loaded history stays)."""
+    if _kept_before is None:
+        with connection.cursor() as cursor:
+            for table in ("django_celery_results_taskresult", "django_celery_results_chordcounter"):
+                cursor.execute(f"DELETE FROM {table}")
+        Order.objects.all().delete()
+        return
+    TaskResult.objects.filter(date_created__gte=_kept_before).delete()
+    ChordCounter.objects.all().delete()
+    Order.objects.filter(created_at__gte=_kept_before).delete()
+
+
+def load_history(rows: int, log: Log) -> None:
+    """Replace the task history and results with `rows` of each (admin_data.py's, over 30 days),
+    kept from now on by every measurement's reset."""
+    global _kept_before
+    TaskRecord.objects.all().delete()
+    _reset()
+    admin_data.load(rows, log)
+    _kept_before = timezone.now()
 
 
 def shop_throughput(
@@ -188,6 +211,30 @@ def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]
         stack.stop(worker)
     done = dict(TaskResult.objects.filter(task_id__in=[c for c, _ in sent]).values_list("task_id", "date_done"))
     return percentiles([done[callback].timestamp() - at for callback, at in sent])
+
+
+def ceiling(stack: Stack, orders: int) -> Drain:
+    """The broker-bound ceiling: six no-op tasks an order, results ignored, queued at once and
+    drained by the stock app on the production layout's prefork worker (benchmarks/stock_app.py:
+    tick); orders ÷ (last run − first run)."""
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.stock_app", "ticks", str(orders * TASKS_PER_ORDER)],
+        cwd=ROOT,
+        env=stack.env(**STOCK_ENV),
+        check=True,
+    )
+    broker = redis.Redis(port=stack.redis_port)
+    worker = stack.worker(*PRODUCTION_WORKERS[0], app="benchmarks.stock_app", **STOCK_ENV)
+    try:
+        deadline = time.monotonic() + 60 + orders
+        while not broker.get(ticks.LAST):
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"The ceiling's no-op tasks not done after {60 + orders} s.")
+            time.sleep(0.2)
+    finally:
+        stack.stop(worker)
+    first, last = (float(broker.get(key)) for key in (ticks.FIRST, ticks.LAST))
+    return Drain(orders, last - first)
 
 
 @dataclass(frozen=True)

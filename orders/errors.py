@@ -28,6 +28,11 @@ class StepNotAllowed(Exception):
     the step does nothing and is recorded as not run (orders/steps.py)."""
 
 
+class MessageCancelled(Exception):
+    """Staff cancelled the order's message (revoked its task): its task sends nothing and is
+    recorded as not run (orders/steps.py: ConfirmationTask)."""
+
+
 class NoFailedStep(TransientError):
     """The workflow's error callback ran, but no step is recorded as failed: either the record
     of a lost worker's failure is still on its way (retry shortly), or the error was outside

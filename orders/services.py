@@ -17,7 +17,7 @@ contradict; messages follow only from the outcome.
 import logging
 import secrets
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -25,9 +25,10 @@ from notifications import services as notifications
 from notifications.models import Notification
 from notifications.tasks import deliver_message
 from tasks_admin import history
+from tasks_admin.sql import db_value
 
 from . import lifecycle, messages, stock, workflow
-from .errors import NoFailedStep, OrderActionRefused, StepNotAllowed
+from .errors import MessageCancelled, NoFailedStep, OrderActionRefused, StepNotAllowed
 from .models import Order, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
@@ -49,6 +50,23 @@ def settle_step(order_id, step: str, state: str, *, error: str = "") -> bool:
     if state == State.FAILURE:
         rows = rows.filter(state=State.PENDING)
     return bool(rows.update(state=state, finished_at=timezone.now(), error=error))
+
+
+def settled_clause(order_id, step: str, when: str = "") -> tuple[str, list]:
+    """A step's success as a data-modifying WITH clause named `settled` (PostgreSQL), for the
+    statement of the step's effect to record it in the same round trip; `when`: an SQL condition
+    on that statement's other clauses (it also makes them run, and lock the order, first)."""
+    table = WorkflowStep._meta.db_table
+    sql = (
+        f"settled AS (UPDATE {table} SET state = %s, finished_at = %s, error = '' "
+        f"WHERE order_id = %s AND name = %s AND state <> %s{f' AND {when}' if when else ''})"
+    )
+    now = db_value(WorkflowStep, "finished_at", timezone.now())
+    return sql, [State.SUCCESS, now, db_value(WorkflowStep, "order", order_id), step, State.SUCCESS]
+
+
+def _postgresql() -> bool:
+    return connection.vendor == "postgresql"
 
 
 def charge_payment(order_id: str) -> str:
@@ -76,11 +94,19 @@ def charge_payment(order_id: str) -> str:
             )
         raise
     with transaction.atomic():
-        Payment.objects.filter(pk=payment.pk).update(
-            status=Payment.Status.CAPTURED, gateway_reference=reference, captured_at=timezone.now()
-        )
         lifecycle.move(order_id, lifecycle.CAPTURE)
-        settle_step(order_id, workflow.CHARGE, State.SUCCESS)
+        captured = {"status": Payment.Status.CAPTURED, "gateway_reference": reference, "captured_at": timezone.now()}
+        if _postgresql():  # the payment and the step in one statement
+            settled, params = settled_clause(order_id, workflow.CHARGE)
+            columns = ", ".join(f"{name} = %s" for name in captured)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"WITH {settled} UPDATE {Payment._meta.db_table} SET {columns} WHERE id = %s",
+                    [*params, *(db_value(Payment, name, value) for name, value in captured.items()), payment.pk],
+                )
+        else:
+            Payment.objects.filter(pk=payment.pk).update(**captured)
+            settle_step(order_id, workflow.CHARGE, State.SUCCESS)
     return reference
 
 
@@ -88,6 +114,8 @@ def create_shipment(order_id: str) -> str:
     """Hand the paid order to the warehouse: one Shipment per order, under a random reference
     that says nothing about the order (tests/security/test_message_security.py)."""
     with transaction.atomic():
+        if _postgresql() and (reference := _create_shipment_at_once(order_id)):
+            return reference
         order = locked(order_id)
         reference = Shipment.objects.filter(order=order).values_list("reference", flat=True).first()
         if reference is None:
@@ -98,6 +126,30 @@ def create_shipment(order_id: str) -> str:
     return reference
 
 
+def _create_shipment_at_once(order_id) -> str | None:
+    """The usual case in one statement: the paid order locked, its shipment created and the step
+    settled; None when there is more to it (a shipment already, or an order not paid)."""
+    order_table, shipment_table = Order._meta.db_table, Shipment._meta.db_table
+    settled, settle_params = settled_clause(order_id, "create_shipment", when="EXISTS (SELECT 1 FROM created)")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH paid AS (SELECT id FROM {order_table} WHERE id = %s AND status = %s FOR UPDATE), "
+            f"created AS (INSERT INTO {shipment_table} (order_id, reference, status, created_at) "
+            "SELECT id, %s, %s, %s FROM paid ON CONFLICT (order_id) DO NOTHING RETURNING reference), "
+            f"{settled} SELECT reference FROM created",
+            [
+                db_value(Order, "id", order_id),
+                Status.PAID,
+                new_shipment_reference(),
+                Shipment.Status.READY,
+                db_value(Shipment, "created_at", timezone.now()),
+                *settle_params,
+            ],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def new_shipment_reference() -> str:
     return "SH-" + secrets.token_hex(6).upper()
 
@@ -105,10 +157,15 @@ def new_shipment_reference() -> str:
 def record_sales(order_id: str) -> bool:
     """Add the paid order's units to the products' sales statistics, once."""
     with transaction.atomic():
-        counted = stock.count_sales_once(order_id, timezone.now())
+        # On PostgreSQL the step is settled by the statement that counts them.
+        settle = (
+            settled_clause(order_id, "record_sales", when="EXISTS (SELECT 1 FROM claimed)") if _postgresql() else None
+        )
+        counted = stock.count_sales_once(order_id, timezone.now(), also=settle)
         if not counted and not Order.objects.filter(pk=order_id, sales_recorded_at__isnull=False).exists():
             raise _not_allowed(order_id, "not counting its sales")
-        settle_step(order_id, "record_sales", State.SUCCESS)
+        if not (counted and settle):
+            settle_step(order_id, "record_sales", State.SUCCESS)
     return counted
 
 
@@ -122,14 +179,24 @@ def confirm_order(order_id: str) -> bool:
             if Order.objects.filter(pk=order_id, status=Status.CONFIRMED).exists():
                 return False  # confirmed by an earlier run of this task
             raise _not_allowed(order_id, "not confirming it")
-        notifications.queue(messages.confirmation(Order.objects.get(pk=order_id)))
-        settle_step(order_id, workflow.CONFIRM, State.SUCCESS)
+        if _postgresql():  # the step settled by the statement that reads the order for its messages
+            settled, params = settled_clause(order_id, workflow.CONFIRM)
+            table = Order._meta.db_table
+            order = Order.objects.raw(f"WITH {settled} SELECT * FROM {table} WHERE id = %s", [*params, order_id])[0]
+        else:
+            order = Order.objects.get(pk=order_id)
+            settle_step(order_id, workflow.CONFIRM, State.SUCCESS)
+        notifications.queue(messages.confirmation(order))
     return True
 
 
 def send_confirmation(order_id: str, channel: str) -> int:
-    """Send the confirmation e-mail or SMS queued when the order was confirmed, once."""
-    return notifications.deliver(messages.key(order_id, "confirmation", channel)).pk
+    """Send the confirmation e-mail or SMS queued when the order was confirmed, once; refused
+    (MessageCancelled) if staff cancelled it."""
+    notification = notifications.deliver(messages.key(order_id, "confirmation", channel))
+    if notification.status == Notification.Status.CANCELLED:
+        raise MessageCancelled(f"The {channel} confirmation of this order was cancelled by staff: not sending it.")
+    return notification.pk
 
 
 def stop_after_failure(order_id: str) -> str:

@@ -19,7 +19,7 @@ from tasks_admin.base import RetryingTask
 from tasks_admin.errors import PermanentProviderError
 
 from . import messages
-from .errors import StepNotAllowed
+from .errors import MessageCancelled, StepNotAllowed
 from .models import WorkflowStep
 from .services import settle_step
 
@@ -41,6 +41,9 @@ class WorkflowStepTask(OrderTask):
     # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
     # with the worker's next batch (tasks_admin/backend.py).
     batch_result = True
+    # Staff revoke a step only by cancelling or holding its order first (orders/console.py), and
+    # its service refuses to act for such an order: no revoke query before each run.
+    check_revoked = False
 
     @property
     def step(self) -> str:
@@ -69,6 +72,18 @@ class ConfirmationTask(OrderTask, DeliveryTask):
     """Sends the order's confirmation e-mail or SMS (`channel`), queued when it was confirmed."""
 
     channel: str
+    # Nothing reads a message's result either: stored with the worker's next batch.
+    batch_result = True
+    # Staff revoke a message only by cancelling it first (orders/console.py), and its service
+    # refuses to send a cancelled one: no revoke query before each run.
+    check_revoked = False
+
+    def attempt(self, order_id: str):
+        try:
+            return self.run(order_id)
+        except MessageCancelled as exc:
+            logger.info("%s[%s] not run: %s", self.name, self.request.id, exc)
+            raise Ignore(str(exc)) from exc
 
     def message_key(self, args: tuple) -> str:
         (order_id,) = args

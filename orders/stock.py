@@ -52,12 +52,14 @@ def add_to_products(order_id, field: str, sign: int) -> None:
     products.update(**{field: F(field) + Subquery(quantity) * sign})
 
 
-def count_sales_once(order_id, at) -> bool:
+def count_sales_once(order_id, at, also: tuple[str, list] | None = None) -> bool:
     """Stamp the order's sales as counted at `at` and add its units to its products'
     `units_sold`, once and only while the order is paid; whether this call counted them.
 
     One statement on PostgreSQL (a data-modifying WITH), two elsewhere: the SQL a workflow
-    step sends is what the benchmark's database figure counts.
+    step sends is what the benchmark's database figure counts. `also` (PostgreSQL only): one
+    more WITH clause, and its parameters, for the same statement (the step's settlement,
+    orders/services.py); it may use `claimed`, the order if this call counted it.
     """
     claim = Order.objects.filter(pk=order_id, sales_recorded_at__isnull=True, status=Order.Status.PAID)
     if connection.vendor != "postgresql":
@@ -67,13 +69,15 @@ def count_sales_once(order_id, at) -> bool:
                 add_to_products(order_id, "units_sold", +1)
         return claimed
     order, line, product = (m._meta.db_table for m in (Order, OrderLine, Product))
+    extra, extra_params = (f", {also[0]}", also[1]) if also else ("", [])
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH claimed AS (UPDATE {order} SET sales_recorded_at = %s WHERE id = %s "
-            f"AND sales_recorded_at IS NULL AND status = %s RETURNING id) "
+            f"AND sales_recorded_at IS NULL AND status = %s RETURNING id){extra} "
             f"UPDATE {product} SET units_sold = {product}.units_sold + line.quantity "
             f"FROM {line} AS line, claimed WHERE line.order_id = claimed.id AND line.product_id = {product}.id "
             f"RETURNING {product}.id",
-            [db_value(Order, "sales_recorded_at", at), db_value(Order, "id", order_id), Order.Status.PAID],
+            [db_value(Order, "sales_recorded_at", at), db_value(Order, "id", order_id), Order.Status.PAID]
+            + extra_params,
         )
         return bool(cursor.fetchall())

@@ -42,14 +42,19 @@ class RetryingTask(Task):
 
     A task staff revoked does not run, even on a worker that did not hear the revoke (it was
     paused, or started later): the history says so (tests/integration/test_order_safety.py).
+    That costs a query before every run; a task class whose owner only lets staff revoke it by
+    first changing what its run checks (orders/steps.py: the order's state) sets
+    `check_revoked = False`, and the history still marks such a refused run revoked.
     """
 
     max_retries = settings.TASK_MAX_RETRIES
+    check_revoked = True
     default_retry_delay = settings.TASK_WORKER_LOST_RETRY_DELAY  # used by task_retry_on_worker_lost
 
     def __call__(self, *args, **kwargs):
         try:
-            if self.request.id and history.is_revoked(self.request.id):  # a database error here is retried too
+            # A database error here is retried too.
+            if self.check_revoked and self.request.id and history.is_revoked(self.request.id):
                 logger.warning("%s[%s] was revoked: not running it", self.name, self.request.id)
                 raise Ignore(history.REVOKED_BY_STAFF)
             return self.attempt(*args, **kwargs)

@@ -20,14 +20,14 @@ from typing import Any
 from celery import current_app, states
 from celery.worker import state as worker_state
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Model
+from django.db.models import Model, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from . import subjects, writebehind
-from .models import PLANNED, SKIPPED, TaskRecord
+from .models import PLANNED, SKIPPED, TaskAction, TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,13 @@ def settle(task_ids, state: str, note: str) -> int:
 def is_revoked(task_id: str) -> bool:
     """Whether staff revoked this task (tasks_admin/base.py checks it before every run)."""
     return TaskRecord.objects.filter(task_id=task_id, state=states.REVOKED).exists()
+
+
+def was_revoked(task_id: str) -> bool:
+    """Whether staff revoked this task, even if a batch of its run's start overwrote the state
+    since: the console's audit of the revoke stays (tasks_admin/services.py: revoke)."""
+    revoked = Q(state=states.REVOKED) | Q(actions__kind=TaskAction.Kind.REVOKE)
+    return TaskRecord.objects.filter(revoked, task_id=task_id).exists()
 
 
 @functools.cache
@@ -262,7 +269,10 @@ def record_finished(task_id: str, task, state: str | None = None, retval=None, *
     fields = {"finished_at": timezone.now()}
     if state == states.IGNORED:  # not run: revoked by staff, or its owner's guard refused it
         reason = str(retval or "")
-        fields |= {"state": states.REVOKED if reason == REVOKED_BY_STAFF else SKIPPED, "exception_message": reason}
+        # A guard that refused a run staff revoked (a task that does not check revokes itself,
+        # tasks_admin/base.py): it stays revoked. Asked only of the few runs that were refused.
+        revoked = reason == REVOKED_BY_STAFF or was_revoked(task_id)
+        fields |= {"state": states.REVOKED if revoked else SKIPPED, "exception_message": reason}
     elif state:  # None when the run was cut short (terminated): the revoke handler says how it ended
         fields["state"] = state
     if started is not None:

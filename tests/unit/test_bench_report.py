@@ -57,3 +57,18 @@ def test_the_chart_draws_two_bars_per_figure_with_a_baseline_scaled_to_the_large
     ours, baseline = float(bars[0].get("width")), float(bars[1].get("width"))
     assert ours == 420 and baseline == 210  # the larger fills the bar, the other in proportion
     assert "PostgreSQL 15" in path.read_text()
+
+
+def test_a_figure_of_several_rounds_shows_their_median_with_the_min_and_max_everywhere(tmp_path):
+    figure = Figure(
+        "throughput", "orders per second", 70.0, 35.0, "/s", "stock", rounds=(65.0, 70.0, 80.0), baseline_rounds=(35.0,)
+    )
+
+    row = table([figure], MACHINE).splitlines()[2]
+    write_json(tmp_path / "bench.json", [figure], MACHINE)
+    write_chart(tmp_path / "bench.svg", [figure], MACHINE)
+
+    assert "70.0 /s (65.0 /s–80.0 /s)" in row and "35.0 /s  " in row  # one round: no spread
+    saved = json.loads((tmp_path / "bench.json").read_text())["figures"][0]
+    assert (saved["rounds"], saved["baseline_rounds"]) == ([65.0, 70.0, 80.0], [35.0])
+    assert "(65.0 /s–80.0 /s)" in (tmp_path / "bench.svg").read_text()

@@ -11,6 +11,7 @@ from django.utils import timezone
 from notifications.models import Notification
 from orders import cancellation, lifecycle, services, workflow
 from orders.checkout import Customer, place_order
+from orders.errors import MessageCancelled
 from orders.models import Order, OrderEvent, WorkflowStep
 from shop.models import Product
 from tasks_admin import console, subjects
@@ -292,7 +293,8 @@ def test_stopping_a_confirmation_message_means_it_is_not_sent(
     assert done == f"The sms for order {order.number} will not be sent."
     assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.CANCELLED
     assert Notification.objects.get(order=order, channel="email").status == Notification.Status.PENDING
-    services.send_confirmation(str(order.pk), "sms")  # the task, should a worker run it anyway
+    with pytest.raises(MessageCancelled):  # the task, should a worker run it anyway, is refused
+        services.send_confirmation(str(order.pk), "sms")
     assert Notification.objects.get(order=order, channel="sms").status == Notification.Status.CANCELLED
     assert Order.objects.get(pk=order.pk).status == Status.CONFIRMED
 

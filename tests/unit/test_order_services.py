@@ -13,7 +13,7 @@ from notifications import services as notifications
 from notifications.models import Notification
 from orders import services, stock
 from orders.checkout import Customer, place_order
-from orders.errors import InsufficientStock, NoFailedStep, OrderActionRefused, StepNotAllowed
+from orders.errors import InsufficientStock, MessageCancelled, NoFailedStep, OrderActionRefused, StepNotAllowed
 from orders.models import DemoGatewayCharge, Order, OrderEvent, Payment, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
 from shop.models import Product
@@ -652,7 +652,8 @@ def test_a_cancelled_confirmation_is_not_sent_and_reopening_it_sends_it_to_the_c
     order = confirmed((make_product(), 1))
 
     assert services.cancel_confirmation(order.pk, "email") is True
-    services.send_confirmation(str(order.pk), "email")
+    with pytest.raises(MessageCancelled):
+        services.send_confirmation(str(order.pk), "email")
     assert mail.outbox == []
 
     Order.objects.filter(pk=order.pk).update(email="alan.turing@example.com")

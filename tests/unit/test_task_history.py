@@ -15,8 +15,9 @@ from django.utils import timezone
 from orders import tasks
 from orders.payments import PaymentDeclined
 from tasks_admin import history, writebehind
+from tasks_admin import services as task_services
 from tasks_admin.history import decode_arguments, encode_arguments, record_failure, restore_revoked
-from tasks_admin.models import PLANNED, SKIPPED, DeadLetter, TaskRecord
+from tasks_admin.models import PLANNED, SKIPPED, DeadLetter, TaskAction, TaskRecord
 
 
 def test_arguments_are_stored_as_json_and_decoded_to_the_same_types():
@@ -119,6 +120,17 @@ def test_a_task_staff_revoked_that_reached_a_worker_anyway_stays_revoked(recordi
     run_ignored(record, history.REVOKED_BY_STAFF)
 
     assert (record.state, record.exception_message) == (states.REVOKED, history.REVOKED_BY_STAFF)
+
+
+@pytest.mark.django_db
+def test_a_revoked_step_its_order_refused_stays_revoked_even_after_its_start_was_written(recording, admin_user):
+    record = make_record(states.REVOKED)
+    task_services.audit(TaskAction.Kind.REVOKE, admin_user, "", record, message="Revoked")
+    TaskRecord.objects.filter(pk=record.pk).update(state=states.STARTED)  # a batch of its start, written since
+
+    run_ignored(record, "Order SO-1 is On hold: not shipping it.")
+
+    assert (record.state, record.exception_message) == (states.REVOKED, "Order SO-1 is On hold: not shipping it.")
 
 
 @pytest.mark.django_db
