@@ -9,7 +9,7 @@ from orders import services, tasks
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
-from tasks_admin.base import retry_countdown
+from tasks_admin.base import retry_countdown, whole_seconds
 from tasks_admin.errors import TransientProviderError
 from tasks_admin.models import TaskRecord
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, reach
@@ -294,3 +294,9 @@ def test_a_task_staff_revoked_does_not_run_even_if_a_worker_receives_it(local_pr
 
     assert not Shipment.objects.filter(order=order).exists()
     assert step(order, "create_shipment").state == State.PENDING
+
+
+@pytest.mark.parametrize(("countdown", "sent"), [(0.1, 1), (0.5, 1), (1.0, 1), (1.2, 2), (6.5, 7)])
+def test_a_countdown_for_native_delayed_delivery_is_rounded_up_to_whole_seconds(countdown, sent):
+    """Celery truncates it and refuses one under a second; rounding up never retries sooner than asked."""
+    assert whole_seconds(countdown) == sent
