@@ -32,6 +32,11 @@ SCENARIOS = {
     ),
 }
 
+# The first payment pauses as soon as the first checkout is dispatched, and the kills start once
+# all 50 are placed: on a loaded machine that took longer than the stack's 4 s soft time limit,
+# which then cut the pause short (premise failed). The limits only bound how long a pause can wait.
+PATIENT_PAUSES = {"CELERY_TASK_SOFT_TIME_LIMIT": "30", "CELERY_TASK_TIME_LIMIT": "35"}
+
 
 @pytest.fixture
 def rabbitmq_url() -> Iterator[str]:
@@ -47,7 +52,9 @@ def test_on_rabbitmq_every_order_confirms_once_when_the_worker_is_killed_mid_ste
     """The shop supports RabbitMQ: its redelivery (no visibility timeout) must give the same
     guarantees as Redis when a worker dies mid-step, on either queue type."""
     scenario, queues = SCENARIOS[queue_type]
-    stack = make_stack(broker_url=rabbitmq_url, env={**PAUSE_ENV, "CELERY_BROKER_QUEUE_TYPE": queue_type})
+    stack = make_stack(
+        broker_url=rabbitmq_url, env={**PAUSE_ENV, **PATIENT_PAUSES, "CELERY_BROKER_QUEUE_TYPE": queue_type}
+    )
     stack.start(workers=0)
     stack.start_worker(*ONE_TASK_AT_A_TIME)
     run_recovery(stack)
