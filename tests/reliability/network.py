@@ -104,7 +104,7 @@ class Network:
     hosts: dict[str, Host] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.subnet = f"10.213.{os.getpid() % 250}"
+        self.subnet = f"10.213.{int(self.tag.removeprefix(PREFIX)) % 250}"
         self.gateway = f"{self.subnet}.1"
         self.bridge = f"{self.tag}br"
 
