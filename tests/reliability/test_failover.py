@@ -1,5 +1,6 @@
-"""15. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
-a three-node RabbitMQ cluster with quorum queues, and a node lost in the middle of a batch.
+"""15–17. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
+a three-node RabbitMQ cluster with quorum queues; a RabbitMQ node, a worker host, the beat host
+holding the lease lost in the middle of the run.
 
 Topology (addresses on one bridge, 10.213.N.0/24; nothing talks over loopback):
 
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.db import close_old_connections
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from tasks_admin.models import SchedulerLock
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer
 from tests.support import wait_for
@@ -28,15 +31,17 @@ from tests.support import wait_for
 from .harness import PgProxy, Stack
 from .network import Network, RabbitCluster, require_network_namespaces
 from .scenarios import payloads, schedule_recovery, stock_up
+from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
 
 RABBITS = ["rabbit1", "rabbit2", "rabbit3"]
 HOSTS = [*RABBITS, "web", "worker-a", "worker-b", "beat-a", "beat-b"]
 ORDERS = 40
 
 
-@pytest.fixture
+# One network and one cluster for the module's scenarios: booting three nodes is most of their time.
+@pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
-    """The hosts, deleted with everything running on them when the test ends, however it ends."""
+    """The hosts, deleted with everything running on them when the tests end, however they end."""
     require_network_namespaces()
     network = Network(HOSTS)
     try:
@@ -45,9 +50,9 @@ def network() -> Iterator[Network]:
         network.stop()
 
 
-@pytest.fixture
-def cluster(network: Network, tmp_path: Path) -> Iterator[RabbitCluster]:
-    cluster = RabbitCluster(network, RABBITS, tmp_path / "rabbitmq")
+@pytest.fixture(scope="module")
+def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    cluster = RabbitCluster(network, RABBITS, tmp_path_factory.mktemp("rabbitmq"))
     try:
         cluster.start_all()
         yield cluster
@@ -81,26 +86,41 @@ def hosts_stack(
             proxy.close()
 
 
-def orders_placed(order_ids_before: int) -> Callable[[], bool]:
+def orders_placed(count: int) -> Callable[[], bool]:
     from orders.models import Order
 
     def more() -> bool:
         close_old_connections()
-        return Order.objects.count() >= order_ids_before
+        return Order.objects.count() >= count
 
     return more
 
 
-def test_the_rabbitmq_node_leading_the_queues_killed_mid_batch_loses_and_repeats_nothing(
-    network: Network, cluster: RabbitCluster, hosts_stack: Stack, record: Callable[..., None]
-) -> None:
-    stack = hosts_stack
+def orders_confirmed(order_ids: list[str], count: int) -> Callable[[], bool]:
+    from orders.models import Order
+
+    def enough() -> bool:
+        close_old_connections()
+        return Order.objects.filter(pk__in=order_ids, status="confirmed").count() >= count
+
+    return enough
+
+
+def start_shop(stack: Stack, network: Network) -> None:
+    """Two worker hosts, the web host, and the two beat hosts (the recovery job on a test clock)."""
     stack.start_worker(host=network["worker-a"])
     stack.start_worker(host=network["worker-b"])
     stack.start_web(host=network["web"])
     schedule_recovery()
     for beat in ("beat-a", "beat-b"):
         stack.start_beat(host=network[beat])
+
+
+def test_the_rabbitmq_node_leading_the_queues_killed_mid_batch_loses_and_repeats_nothing(
+    network: Network, cluster: RabbitCluster, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    start_shop(stack, network)
     leader = cluster.leader("orders", via=RABBITS[-1])
     survivor = next(name for name in RABBITS if name != leader)
     batch = payloads(stock_up(), ORDERS)
@@ -130,3 +150,87 @@ def test_the_rabbitmq_node_leading_the_queues_killed_mid_batch_loses_and_repeats
     assert new_leader != leader
     assert audit.confirmed == ORDERS, audit
     assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
+def test_a_worker_host_killed_outright_mid_run_leaves_its_tasks_to_the_other_host(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    start_shop(stack, network)
+    doomed = stack.workers[0]  # on worker-a
+    order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
+    wait_for(orders_confirmed(order_ids, ORDERS // 4), timeout=120, message="a quarter of the orders confirmed")
+    assert " received" in doomed.log(), "worker-a took no task before its host died"
+
+    network.kill_host("worker-a")  # every process on the host SIGKILLed: the machine lost its power
+    killed_at = time.monotonic()
+    doomed.process.wait()
+    stack.workers.remove(doomed)
+    confirmed_then = orders_confirmed(order_ids, ORDERS)()
+
+    stack.wait_until_final(order_ids, timeout=240)
+    settled = time.monotonic() - killed_at
+    audit = stack.audit(order_ids)
+    record(
+        "16. hosts: a worker host killed outright mid-run",
+        audit.figures(),
+        faults="SIGKILL of every process on worker-a (main process and pool) with a quarter of "
+        f"{ORDERS} orders confirmed",
+        notes="quorum queues on the 3-node cluster: the dead host's unacknowledged messages went to worker-b "
+        f"once RabbitMQ saw its connection close; every order final {settled:.1f} s after the kill"
+        + (" (all were already confirmed)" if confirmed_then else ""),
+    )
+    assert audit.confirmed == ORDERS, audit
+    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
+def test_the_beat_host_holding_the_lease_lost_the_standby_host_takes_over_and_nothing_runs_twice(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    for name, seconds in JOBS.items():
+        interval = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)[0]
+        PeriodicTask.objects.create(name=name, task="tests.fakes.tasks.sleep_for", args="[0]", interval=interval)
+    stack = hosts_stack
+    stack.start_worker(host=network["worker-b"])
+    beats = {name: stack.start_beat(host=network[name], BEAT_LOCK_SECONDS=str(LEASE)) for name in ("beat-a", "beat-b")}
+    holder = wait_for(lambda: SchedulerLock.objects.values_list("owner", flat=True).first(), timeout=60)
+    [lost] = [name for name, beat in beats.items() if f":{beat.process.pid}:" in holder]
+    [standby] = [name for name in beats if name != lost]
+    wait_for(lambda: sent_at("every-1s"), timeout=30, message="the first run")
+
+    start = time.time()
+    both_up = watch(start, "runs with both beat hosts up")
+    standby_log = beats[standby].log()
+    network.kill_host(lost)  # the lease holder's host loses its power
+    beats[lost].process.wait()
+    killed = time.time()
+    lease = SchedulerLock.objects.filter(owner=holder).values_list("expires_at", flat=True).first()
+    assert lease, "the other beat took over before the lost beat's lease could be read"
+    wait_for(
+        lambda: "holding the scheduler lease" in beats[standby].log()[len(standby_log) :],
+        timeout=LEASE + 30,
+        message="the standby beat host taking over",
+    )
+    end = watch(killed, "runs sent from the standby host")
+
+    phases = {"both up": (start, both_up), "after the loss": (killed, end)}
+    counts = {
+        (phase, name): len([t for t in sent_at(name, since) if t <= until])
+        for phase, (since, until) in phases.items()
+        for name in JOBS
+    }
+    took_over = sent_at("every-1s", killed)[0] - lease.timestamp()
+    record(
+        "17. hosts: the beat host holding the lease lost",
+        {"orders placed": "—", "confirmed": "—", "lost": 0},
+        faults=f"beat-a and beat-b on their own hosts (lease {LEASE} s); every process on the lease holder's "
+        f"host ({lost}) SIGKILLed once every job had run {PHASE_RUNS} times",
+        notes="runs per job, both up / after the loss: "
+        + ", ".join(f"{name} {counts['both up', name]} / {counts['after the loss', name]}" for name in JOBS)
+        + f"; {standby}'s first run came {took_over:.1f} s after the lost host's lease lapsed",
+    )
+    assert "Sending due task" not in standby_log, standby_log[-3000:]
+    for (phase, name), count in counts.items():
+        since, until = phases[phase]
+        assert count <= (until - since) / JOBS[name] + 1, (phase, name, count, until - since)
+    assert took_over >= 0, took_over
