@@ -16,6 +16,10 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"redis+socket://{EMBEDDED_REDI
 # not leave the shop without workers)...
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# AMQP heartbeats (seconds; RabbitMQ only): how soon RabbitMQ notices a worker host that fell off
+# the network without closing its connection, and hands its unacknowledged messages to another
+# (tests/reliability/test_failover.py). Celery's default is 120.
+CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 120)
 # ...while a checkout that cannot publish gives up within about a second: the order is
 # kept (pending) and the stuck-workflow recovery sends its workflow once the broker is back.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

@@ -1,6 +1,6 @@
-"""15–17. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
+"""15–18. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
 a three-node RabbitMQ cluster with quorum queues; a RabbitMQ node, a worker host, the beat host
-holding the lease lost in the middle of the run.
+holding the lease lost in the middle of the run, a worker host cut off the network and back.
 
 Topology (addresses on one bridge, 10.213.N.0/24; nothing talks over loopback):
 
@@ -28,7 +28,7 @@ from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer
 from tests.support import wait_for
 
-from .harness import PgProxy, Stack
+from .harness import Audit, PgProxy, Stack
 from .network import Network, RabbitCluster, require_network_namespaces
 from .scenarios import payloads, schedule_recovery, stock_up
 from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
@@ -36,6 +36,7 @@ from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
 RABBITS = ["rabbit1", "rabbit2", "rabbit3"]
 HOSTS = [*RABBITS, "web", "worker-a", "worker-b", "beat-a", "beat-b"]
 ORDERS = 40
+HEARTBEAT = 4  # seconds (CELERY_BROKER_HEARTBEAT): how soon RabbitMQ gives up on a host cut off
 
 
 # One network and one cluster for the module's scenarios: booting three nodes is most of their time.
@@ -106,6 +107,11 @@ def orders_confirmed(order_ids: list[str], count: int) -> Callable[[], bool]:
     return enough
 
 
+def assert_every_order_confirmed_once(audit: Audit) -> None:
+    assert audit.confirmed == ORDERS, audit
+    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
 def start_shop(stack: Stack, network: Network) -> None:
     """Two worker hosts, the web host, and the two beat hosts (the recovery job on a test clock)."""
     stack.start_worker(host=network["worker-a"])
@@ -148,8 +154,7 @@ def test_the_rabbitmq_node_leading_the_queues_killed_mid_batch_loses_and_repeats
         f"order final {settled:.1f} s after the kill; {leader} restarted and rejoined",
     )
     assert new_leader != leader
-    assert audit.confirmed == ORDERS, audit
-    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+    assert_every_order_confirmed_once(audit)
 
 
 def test_a_worker_host_killed_outright_mid_run_leaves_its_tasks_to_the_other_host(
@@ -180,8 +185,7 @@ def test_a_worker_host_killed_outright_mid_run_leaves_its_tasks_to_the_other_hos
         f"once RabbitMQ saw its connection close; every order final {settled:.1f} s after the kill"
         + (" (all were already confirmed)" if confirmed_then else ""),
     )
-    assert audit.confirmed == ORDERS, audit
-    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+    assert_every_order_confirmed_once(audit)
 
 
 def test_the_beat_host_holding_the_lease_lost_the_standby_host_takes_over_and_nothing_runs_twice(
@@ -234,3 +238,35 @@ def test_the_beat_host_holding_the_lease_lost_the_standby_host_takes_over_and_no
         since, until = phases[phase]
         assert count <= (until - since) / JOBS[name] + 1, (phase, name, count, until - since)
     assert took_over >= 0, took_over
+
+
+def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    stack.extra_env["CELERY_BROKER_HEARTBEAT"] = str(HEARTBEAT)
+    start_shop(stack, network)
+    cut_off = stack.workers[0]  # on worker-a
+    order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
+    wait_for(orders_confirmed(order_ids, ORDERS // 4), timeout=120, message="a quarter of the orders confirmed")
+    assert " received" in cut_off.log(), "worker-a took no task before it was cut off"
+
+    network.cut("worker-a")  # its link down: its processes run on, unable to reach anything
+    cut_at = time.monotonic()
+    stack.wait_until_final(order_ids, timeout=240, settled=False)  # worker-b alone
+    final_after = time.monotonic() - cut_at
+    received_before = cut_off.log().count(" received")
+    network.restore("worker-a")
+    wait_for(lambda: cut_off.log().count("Connected to amqp") >= 2, timeout=120, message="worker-a reconnected")
+    stack.wait_until_final(order_ids, timeout=120)
+    audit = stack.audit(order_ids)
+    record(
+        "18. hosts: a worker host cut off the network mid-run, then back",
+        audit.figures(),
+        faults=f"worker-a's link down with a quarter of {ORDERS} orders confirmed, up again once all were final",
+        notes=f"quorum queues on the 3-node cluster, AMQP heartbeat {HEARTBEAT} s: what worker-a held "
+        f"unacknowledged went to worker-b once RabbitMQ missed its heartbeats; every order final "
+        f"{final_after:.1f} s after the cut, with worker-a still off; worker-a reconnected once back "
+        f"(it had received {received_before} tasks)",
+    )
+    assert_every_order_confirmed_once(audit)
