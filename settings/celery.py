@@ -122,10 +122,11 @@ QUEUE_NAMES = ("celery", "orders", "notifications")
 # workflow tests run on them). A retry's countdown is held by the worker as an unacknowledged
 # message, so RabbitMQ's consumer_timeout (default 30 min) must exceed the longest task plus the
 # longest countdown (CELERY_TASK_TIME_LIMIT + TASK_RETRY_BACKOFF_MAX: 6 min), or the broker closes
-# the channel and delivers those messages again. A cluster does not replicate them.
+# the channel and delivers those messages again. A cluster does not replicate them. (The
+# Redis-only transport options above are ignored on amqp.)
 #
 # quorum: queues replicated over a RabbitMQ cluster (Raft), which survive losing a minority of
-# its nodes (tests/reliability/test_quorum_queues.py, tests/integration/test_delayed_retry.py).
+# its nodes (tests/reliability/test_quorum_queues.py, test_rabbitmq.py, test_failover.py).
 # What they need, all set below:
 # - a topic exchange ("shop.tasks"): Celery's native delayed delivery forwards a countdown
 #   through its celery_delayed_* exchanges to the queue's own exchange and cannot with a direct
@@ -142,7 +143,10 @@ QUEUE_NAMES = ("celery", "orders", "notifications")
 # - no global QoS (worker_detect_quorum_queues): quorum queues refuse it.
 # RabbitMQ before 4.0.1 drops a dead-lettered message as a cycle if it still carries the x-death
 # headers of its previous trip through the same delay queue (a second retry of one task):
-# Celery 5.7 strips them from a retry (celery#9867, #10095), as the test above checks on 3.10.
+# Celery 5.7 strips them from a retry (celery#9867, #10095); test_quorum_queues.py retries twice
+# through the same delay queue on 3.10. A retry's routing key used to keep the previous delay
+# prefix and grow until the message was stuck (celery#10111): kombu 5.7 strips it; the same
+# test retries five times in a row.
 # Quorum queues need RabbitMQ 3.10+ (message TTL, at-least-once dead-lettering for the delay
 # queues) with the quorum_queue and stream_queue feature flags enabled.
 BROKER_QUEUE_TYPE = env_str("CELERY_BROKER_QUEUE_TYPE", "classic")

@@ -50,7 +50,7 @@ def whole_seconds(countdown: float) -> int:
     """A countdown for native delayed delivery, whose unit is the second: Celery truncates a
     countdown to whole seconds and refuses one under a second (ValueError), so a 0.5 s retry
     would fail instead of waiting. Rounded up, a retry never comes back sooner than asked
-    (tests/unit/test_steps.py, tests/integration/test_delayed_retry.py)."""
+    (tests/unit/test_steps.py, tests/reliability/test_quorum_queues.py)."""
     return max(1, math.ceil(countdown))
 
 

@@ -120,24 +120,30 @@ class PgProxy:
             a.close()
             b.close()
 
-    @contextmanager
-    def outage(self):
-        self._down.set()
+    def _close_connections(self) -> None:
         with self._lock:
             pairs, self._pairs = self._pairs, []
-        for a, b in pairs:
-            for sock in (a, b):
+        for pair in pairs:
+            for sock in pair:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    @contextmanager
+    def outage(self):
+        self._down.set()
+        self._close_connections()
         try:
             yield
         finally:
             self._down.clear()
 
     def close(self) -> None:
+        """Stop listening and close every connection through it: a session left open (a host cut
+        off mid-transaction) would keep its locks and block the test database's flush."""
         self._listener.close()
+        self._close_connections()
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
 RABBITS = ["rabbit1", "rabbit2", "rabbit3"]
 HOSTS = [*RABBITS, "web", "worker-a", "worker-b", "beat-a", "beat-b"]
 ORDERS = 40
+IDLE_IN_TRANSACTION = 5  # seconds (DB_IDLE_IN_TRANSACTION_TIMEOUT)
 HEARTBEAT = 4  # seconds (CELERY_BROKER_HEARTBEAT): how soon RabbitMQ gives up on a host cut off
 
 
@@ -245,6 +246,9 @@ def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
 ) -> None:
     stack = hosts_stack
     stack.extra_env["CELERY_BROKER_HEARTBEAT"] = str(HEARTBEAT)
+    # Cut off mid-transaction, worker-a's session would hold its row locks and stall worker-b:
+    # PostgreSQL ends it after this (settings/core.py).
+    stack.extra_env["DB_IDLE_IN_TRANSACTION_TIMEOUT"] = str(IDLE_IN_TRANSACTION)
     start_shop(stack, network)
     cut_off = stack.workers[0]  # on worker-a
     order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
@@ -264,7 +268,8 @@ def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
         "18. hosts: a worker host cut off the network mid-run, then back",
         audit.figures(),
         faults=f"worker-a's link down with a quarter of {ORDERS} orders confirmed, up again once all were final",
-        notes=f"quorum queues on the 3-node cluster, AMQP heartbeat {HEARTBEAT} s: what worker-a held "
+        notes=f"quorum queues on the 3-node cluster, AMQP heartbeat {HEARTBEAT} s, PostgreSQL ending a session idle "
+        f"in a transaction after {IDLE_IN_TRANSACTION} s: what worker-a held "
         f"unacknowledged went to worker-b once RabbitMQ missed its heartbeats; every order final "
         f"{final_after:.1f} s after the cut, with worker-a still off; worker-a reconnected once back "
         f"(it had received {received_before} tasks)",
