@@ -2,7 +2,8 @@
 
 import math
 
-from kombu import Queue
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from .env import env_float, env_int, env_list, env_str, var_path
 
@@ -15,6 +16,10 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"redis+socket://{EMBEDDED_REDI
 # not leave the shop without workers)...
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# AMQP heartbeats (seconds; RabbitMQ only): how soon RabbitMQ notices a worker host that fell off
+# the network without closing its connection, and hands its unacknowledged messages to another
+# (tests/reliability/test_failover.py). Celery's default is 120.
+CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 120)
 # ...while a checkout that cannot publish gives up within about a second: the order is
 # kept (pending) and the stuck-workflow recovery sends its workflow once the broker is back.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -107,17 +112,60 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # production run one worker per queue (see README: threads for notifications,
 # prefork for orders).
 CELERY_TASK_DEFAULT_QUEUE = "celery"
+QUEUE_NAMES = ("celery", "orders", "notifications")
 # Each queue needs its own routing key: queues declared by name alone all bind the
 # default exchange with key "celery", and every message would reach all of them.
-# On RabbitMQ they are classic durable queues (kombu's default; tests/reliability/test_rabbitmq.py and the
-# workflow tests run on them): the simple, documented choice, since a retry's countdown is
-# held by the worker as an unacknowledged message. Quorum queues would need Celery's native
-# delayed delivery (x-queue-type=quorum on each queue, a topic exchange, no global QoS), not set
-# up here. RabbitMQ's consumer_timeout (default 30 min) must exceed the longest task plus the
-# longest countdown a worker holds (CELERY_TASK_TIME_LIMIT + TASK_RETRY_BACKOFF_MAX: 6 min),
-# or the broker closes the channel and delivers those messages again. (The Redis-only transport
-# options above are ignored on amqp.)
-CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in ("celery", "orders", "notifications")]
+#
+# CELERY_BROKER_QUEUE_TYPE (RabbitMQ only): "classic" (the default) or "quorum".
+#
+# classic: durable queues on one node (kombu's default; tests/reliability/test_rabbitmq.py and the
+# workflow tests run on them). A retry's countdown is held by the worker as an unacknowledged
+# message, so RabbitMQ's consumer_timeout (default 30 min) must exceed the longest task plus the
+# longest countdown (CELERY_TASK_TIME_LIMIT + TASK_RETRY_BACKOFF_MAX: 6 min), or the broker closes
+# the channel and delivers those messages again. A cluster does not replicate them. (The
+# Redis-only transport options above are ignored on amqp.)
+#
+# quorum: queues replicated over a RabbitMQ cluster (Raft), which survive losing a minority of
+# its nodes (tests/reliability/test_quorum_queues.py, test_rabbitmq.py, test_failover.py).
+# What they need, all set below:
+# - a topic exchange ("shop.tasks"): Celery's native delayed delivery forwards a countdown
+#   through its celery_delayed_* exchanges to the queue's own exchange and cannot with a direct
+#   one. It is not named "celery", the direct exchange classic queues use: redeclaring an
+#   exchange or queue with another type fails (PRECONDITION_FAILED), so move a broker from
+#   classic to quorum on a new vhost (or once the old queues are drained and deleted);
+# - native delayed delivery (declared by each worker at start): countdowns and retries wait in
+#   the broker's celery_delayed_* queues, not in a worker, so a worker killed meanwhile loses
+#   nothing and consumer_timeout no longer bounds them. Its unit is the whole second (Celery
+#   truncates and refuses a countdown under 1 s): tasks_admin/base.py rounds a countdown up;
+#   a countdown's routing key names its target queue, and a queue no worker has bound to
+#   celery_delayed_delivery yet would drop it: start a worker for every queue before relying on it;
+# - confirm_publish: a checkout or a retry returns only once the cluster has the message;
+# - no global QoS (worker_detect_quorum_queues): quorum queues refuse it.
+# RabbitMQ before 4.0.1 drops a dead-lettered message as a cycle if it still carries the x-death
+# headers of its previous trip through the same delay queue (a second retry of one task):
+# Celery 5.7 strips them from a retry (celery#9867, #10095); test_quorum_queues.py retries twice
+# through the same delay queue on 3.10. A retry's routing key used to keep the previous delay
+# prefix and grow until the message was stuck (celery#10111): kombu 5.7 strips it; the same
+# test retries five times in a row.
+# Quorum queues need RabbitMQ 3.10+ (message TTL, at-least-once dead-lettering for the delay
+# queues) with the quorum_queue and stream_queue feature flags enabled.
+BROKER_QUEUE_TYPE = env_str("CELERY_BROKER_QUEUE_TYPE", "classic")
+if BROKER_QUEUE_TYPE == "classic":
+    CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in QUEUE_NAMES]
+elif BROKER_QUEUE_TYPE == "quorum":
+    TASK_EXCHANGE = Exchange("shop.tasks", type="topic", durable=True)
+    CELERY_TASK_DEFAULT_EXCHANGE = TASK_EXCHANGE.name
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = TASK_EXCHANGE.type
+    CELERY_TASK_DEFAULT_ROUTING_KEY = CELERY_TASK_DEFAULT_QUEUE
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_QUEUES = [
+        Queue(name, TASK_EXCHANGE, routing_key=name, queue_arguments={"x-queue-type": "quorum"}) for name in QUEUE_NAMES
+    ]
+    CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE = "quorum"
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+    CELERY_BROKER_TRANSPORT_OPTIONS["confirm_publish"] = True
+else:
+    raise ImproperlyConfigured(f"CELERY_BROKER_QUEUE_TYPE must be classic or quorum, got {BROKER_QUEUE_TYPE!r}")
 CELERY_TASK_ROUTES = {
     "orders.tasks.send_*": {"queue": "notifications"},
     "orders.tasks.*": {"queue": "orders"},

@@ -5,7 +5,7 @@ import os
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_str, secret_key, var_dir, var_path
+from .env import env_bool, env_float, env_int, env_list, env_str, secret_key, var_dir, var_path
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key()
@@ -87,6 +87,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests start real worker processes, so the test database must be a file they can
     # open; one per test run, so that two runs side by side do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(var_path(f"test-db-{os.getpid()}.sqlite3"))}
+
+# A host that falls off the network in the middle of a transaction leaves its PostgreSQL session
+# "idle in transaction", holding its row locks until TCP gives up on it (hours): every task that
+# touches those orders, and a worker's main process recording one, waits behind it. PostgreSQL
+# ends such a session after this many seconds (tests/reliability/test_failover.py, scenario 19);
+# keep it above the longest a transaction of the shop waits on anything but the database.
+DB_IDLE_IN_TRANSACTION_TIMEOUT = env_float("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_IDLE_IN_TRANSACTION_TIMEOUT > 0:
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    timeout_ms = int(DB_IDLE_IN_TRANSACTION_TIMEOUT * 1000)
+    options["options"] = f"{options.get('options', '')} -c idle_in_transaction_session_timeout={timeout_ms}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

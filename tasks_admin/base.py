@@ -6,10 +6,12 @@ worth another try and anything else for what is not.
 """
 
 import logging
+import math
 import random
 
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.utils.quorum_queues import detect_quorum_queues
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -35,6 +37,21 @@ def retry_countdown(retries: int, retry_after: float | None = None) -> float:
     countdown = ceiling / 2 + random.uniform(0, ceiling / 2)
     # The cap wins even over Retry-After: the broker's visibility timeout is sized on it.
     return min(max(countdown, retry_after or 0.0), cap)
+
+
+def uses_native_delayed_delivery(app) -> bool:
+    """Whether countdowns go through RabbitMQ's delay queues: Celery does so when a queue is a
+    quorum queue on an AMQP broker (settings/celery.py, CELERY_BROKER_QUEUE_TYPE=quorum)."""
+    with app.connection_for_write() as connection:
+        return detect_quorum_queues(app, connection.transport.driver_type)[0]
+
+
+def whole_seconds(countdown: float) -> int:
+    """A countdown for native delayed delivery, whose unit is the second: Celery truncates a
+    countdown to whole seconds and refuses one under a second (ValueError), so a 0.5 s retry
+    would fail instead of waiting. Rounded up, a retry never comes back sooner than asked
+    (tests/unit/test_steps.py, tests/reliability/test_quorum_queues.py)."""
+    return max(1, math.ceil(countdown))
 
 
 class RetryingTask(Task):
@@ -71,6 +88,14 @@ class RetryingTask(Task):
         except Exception as exc:
             self.record_failure(args, exc, final=True)
             raise
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None, **options):
+        """Every send of the task (a retry, the worker-lost retry, a canvas) passes here: a countdown
+        becomes whole seconds where native delayed delivery carries it."""
+        countdown = options.get("countdown")
+        if countdown and 0 < countdown != int(countdown) and uses_native_delayed_delivery(self.app):
+            options["countdown"] = whole_seconds(countdown)
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, **options)
 
     def attempt(self, *args, **kwargs):
         return self.run(*args, **kwargs)

@@ -30,17 +30,20 @@ def test_database_url() -> str:
 class WorkerProcess:
     """`celery -A shop worker`, exactly the command the README gives, with its log in a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+    ) -> None:
+        """`prefix` runs the command through another, e.g. `ip netns exec HOST` (tests/reliability/network.py)."""
         self.env = {**os.environ, **env}
         self.log_path = log_path
-        self.args = args
+        self.args, self.prefix = args, prefix
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "WorkerProcess":
         self._log = self.log_path.open("ab")
         self._offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
-            [CELERY, "-A", "shop", "worker", "--loglevel", "INFO", *self.args],
+            [*self.prefix, CELERY, "-A", "shop", "worker", "--loglevel", "INFO", *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,

@@ -55,7 +55,7 @@ class Reply:
 class FakeSmsGateway:
     """Answers 200 with a message id unless replies were scripted with `script()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self._lock = threading.Lock()
         self._script: list[Reply] = []
         self.requests: list[SmsRequest] = []
@@ -108,8 +108,8 @@ class FakeSmsGateway:
                 """Until the client closes the connection (it gave up waiting), `at_most` seconds."""
                 select.select([self.connection], [], [], at_most)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/messages"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/messages"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "FakeSmsGateway":

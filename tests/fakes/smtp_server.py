@@ -21,10 +21,10 @@ class Received:
 
 
 class FakeSmtpServer:
-    """aiosmtpd on 127.0.0.1 (a free port); `hold_next()` keeps the next message's RCPT
+    """aiosmtpd on `host` (127.0.0.1; a free port); `hold_next()` keeps the next message's RCPT
     unanswered until the test releases it, so a test can act in the middle of a sending."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self._lock = threading.Lock()
         self.messages: list[Received] = []
         self._holds: list[Hold] = []
@@ -48,8 +48,8 @@ class FakeSmtpServer:
                     )
                 return "250 Message accepted for delivery"
 
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.host, self.port = host, free_port(host)
+        self.controller = Controller(Handler(), hostname=host, port=self.port)
 
     def __enter__(self) -> "FakeSmtpServer":
         self.controller.start()
@@ -78,7 +78,7 @@ class FakeSmtpServer:
             self.messages, self._holds = [], []
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]

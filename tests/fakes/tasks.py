@@ -40,3 +40,21 @@ def record_arguments(tag: str, *args, **kwargs) -> str:
 def sleep_for(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def runs(tag: str, directory: Path | None = None) -> list[tuple[int, float]]:
+    """(retries, wall-clock time) of each run of retry_with_countdown with this tag, in order,
+    from FAKE_TASKS_DIR or the `directory` the worker was given as its FAKE_TASKS_DIR."""
+    path = (directory or _dir()) / f"runs-{tag}"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(retries), float(at)) for retries, at in (line.split() for line in lines)]
+
+
+@shared_task(bind=True, max_retries=None)
+def retry_with_countdown(self, tag: str, countdown: float, retries: int) -> int:
+    """Records each run, then retries itself after `countdown` seconds until it has retried `retries` times."""
+    with (_dir() / f"runs-{tag}").open("a") as log:
+        log.write(f"{self.request.retries} {time.time()}\n")
+    if self.request.retries < retries:
+        raise self.retry(countdown=countdown)
+    return self.request.retries

@@ -28,6 +28,8 @@ from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
 from tests.processes import WorkerProcess
 
+from .network import Host
+
 BIN = Path(sys.executable).parent
 FINAL_STATUSES = ("confirmed", "failed", "cancelled")
 WRITE_BEHIND_SECONDS = 0.5  # how often the stack's workers write their batched records
@@ -76,13 +78,13 @@ class PgProxy:
     """A TCP proxy in front of PostgreSQL. `outage(seconds)` closes every connection through
     it and refuses new ones for that long: to the workers behind it, the database is down."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, listen: str = "127.0.0.1") -> None:
         self.target = (host, port)
-        self.port = free_port()
+        self.listen, self.port = listen, free_port(listen)
         self._down = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = socket.create_server((listen, self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -118,24 +120,30 @@ class PgProxy:
             a.close()
             b.close()
 
-    @contextmanager
-    def outage(self):
-        self._down.set()
+    def _close_connections(self) -> None:
         with self._lock:
             pairs, self._pairs = self._pairs, []
-        for a, b in pairs:
-            for sock in (a, b):
+        for pair in pairs:
+            for sock in pair:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    @contextmanager
+    def outage(self):
+        self._down.set()
+        self._close_connections()
         try:
             yield
         finally:
             self._down.clear()
 
     def close(self) -> None:
+        """Stop listening and close every connection through it: a session left open (a host cut
+        off mid-transaction) would keep its locks and block the test database's flush."""
         self._listener.close()
+        self._close_connections()
 
 
 @dataclass
@@ -237,19 +245,21 @@ class Stack:
             self.start_web()
         return self
 
-    def start_worker(self, *args: str, **env: str) -> WorkerProcess:
-        name = f"worker{len(self.workers) + 1}"
-        worker = WorkerProcess(self.env(**env), self.tmp / f"{name}.log", ("--hostname", f"{name}@%h", *args))
+    def start_worker(self, *args: str, host: Host | None = None, **env: str) -> WorkerProcess:
+        """A worker on this machine, or on a host of a network of namespaces (tests/reliability/network.py)."""
+        name = f"worker{len(self.workers) + 1}" + (f"-{host.name}" if host else "")
+        argv = ("--hostname", f"{name}@%h", *args)
+        worker = WorkerProcess(self.env(**env), self.tmp / f"{name}.log", argv, prefix=host.exec if host else ())
         self.workers.append(worker.start())
         return worker
 
-    def start_web(self, workers: int = 2, threads: int = 8) -> None:
-        port = free_port()
-        argv = [str(BIN / "gunicorn"), "shop.wsgi", "--bind", f"127.0.0.1:{port}"]
+    def start_web(self, workers: int = 2, threads: int = 8, host: Host | None = None) -> None:
+        address, port = (host.address, 8000) if host else ("127.0.0.1", free_port())
+        argv = [*(host.exec if host else ()), str(BIN / "gunicorn"), "shop.wsgi", "--bind", f"{address}:{port}"]
         argv += ["--workers", str(workers), "--threads", str(threads)]
         self.web = Process("web", argv, self.env(), self.tmp).start()
         self.processes.append(self.web)
-        self.web_url = f"http://127.0.0.1:{port}"
+        self.web_url = f"http://{address}:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -260,9 +270,10 @@ class Stack:
                     raise RuntimeError(f"gunicorn did not start:\n{self.web.log()[-3000:]}") from None
                 time.sleep(0.2)
 
-    def start_beat(self, **env: str) -> Process:
-        argv = [str(BIN / "celery"), "-A", "shop", "beat", "--loglevel", "INFO"]
-        beat = Process(f"beat{len(self.processes)}", argv, self.env(**env), self.tmp).start()
+    def start_beat(self, host: Host | None = None, **env: str) -> Process:
+        argv = [*(host.exec if host else ()), str(BIN / "celery"), "-A", "shop", "beat", "--loglevel", "INFO"]
+        name = f"beat{len(self.processes)}" + (f"-{host.name}" if host else "")
+        beat = Process(name, argv, self.env(**env), self.tmp).start()
         self.processes.append(beat)
         return beat
 

@@ -13,7 +13,7 @@ from orders import services, tasks, workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
-from tasks_admin.base import retry_countdown
+from tasks_admin.base import retry_countdown, whole_seconds
 from tasks_admin.errors import TransientProviderError
 from tasks_admin.models import TaskRecord
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, reach
@@ -357,3 +357,9 @@ def test_a_step_staff_revoked_is_refused_by_its_held_order_without_a_revoke_quer
     assert not any("tasks_admin_taskrecord" in query["sql"] for query in queries.captured_queries)
     assert not Shipment.objects.filter(order=order).exists()
     assert step(order, "create_shipment").state == State.SKIPPED
+
+
+@pytest.mark.parametrize(("countdown", "sent"), [(0.1, 1), (0.5, 1), (1.0, 1), (1.2, 2), (6.5, 7)])
+def test_a_countdown_for_native_delayed_delivery_is_rounded_up_to_whole_seconds(countdown, sent):
+    """Celery truncates it and refuses one under a second; rounding up never retries sooner than asked."""
+    assert whole_seconds(countdown) == sent

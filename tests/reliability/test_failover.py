@@ -1,0 +1,277 @@
+"""15–18. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
+a three-node RabbitMQ cluster with quorum queues; a RabbitMQ node, a worker host, the beat host
+holding the lease lost in the middle of the run, a worker host cut off the network and back.
+
+Topology (addresses on one bridge, 10.213.N.0/24; nothing talks over loopback):
+
+    db (.1: this machine; PostgreSQL through a proxy, the SMS gateway, the SMTP server)
+    rabbit1 .10   rabbit2 .11   rabbit3 .12      one cluster, quorum queues on all three
+    web .13       worker-a .14  worker-b .15     gunicorn; two workers (prefork)
+    beat-a .16    beat-b .17                     one beat holds the lease, the other stands by
+
+Every process is given all three nodes (Celery's failover broker URLs).
+"""
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.db import close_old_connections
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from tasks_admin.models import SchedulerLock
+from tests.fakes.sms_gateway import FakeSmsGateway
+from tests.fakes.smtp_server import FakeSmtpServer
+from tests.support import wait_for
+
+from .harness import Audit, PgProxy, Stack
+from .network import Network, RabbitCluster, require_network_namespaces
+from .scenarios import payloads, schedule_recovery, stock_up
+from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
+
+RABBITS = ["rabbit1", "rabbit2", "rabbit3"]
+HOSTS = [*RABBITS, "web", "worker-a", "worker-b", "beat-a", "beat-b"]
+ORDERS = 40
+IDLE_IN_TRANSACTION = 5  # seconds (DB_IDLE_IN_TRANSACTION_TIMEOUT)
+HEARTBEAT = 4  # seconds (CELERY_BROKER_HEARTBEAT): how soon RabbitMQ gives up on a host cut off
+
+
+# One network and one cluster for the module's scenarios: booting three nodes is most of their time.
+@pytest.fixture(scope="module")
+def network() -> Iterator[Network]:
+    """The hosts, deleted with everything running on them when the tests end, however they end."""
+    require_network_namespaces()
+    network = Network(HOSTS)
+    try:
+        yield network.start()
+    finally:
+        network.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    cluster = RabbitCluster(network, RABBITS, tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        for name in list(cluster.processes):
+            cluster.kill(name)
+        shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts_stack(
+    network: Network, cluster: RabbitCluster, database_url: str, tmp_path: Path, request
+) -> Iterator[Stack]:
+    """The shop's processes, to be started on the hosts; PostgreSQL, the SMS gateway and the SMTP
+    server on the `db` host's address."""
+    database = urlsplit(database_url)
+    proxy = PgProxy(database.hostname or "127.0.0.1", database.port or 5432, listen=network.gateway)
+    auth = database.netloc.rpartition("@")[0]
+    url = urlunsplit(database._replace(netloc=f"{auth}@{network.gateway}:{proxy.port}"))
+    env = {"EMAIL_HOST": network.gateway, "CELERY_BROKER_QUEUE_TYPE": "quorum", "ALLOWED_HOSTS": network["web"].address}
+    with FakeSmsGateway(network.gateway) as sms, FakeSmtpServer(network.gateway) as smtp:
+        stack = Stack(tmp_path / "stack", url, sms, smtp, env=env, broker_url=cluster.url)
+        try:
+            yield stack
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(stack.logs())
+                print("\n".join(f"---- {name} ----\n{cluster.log(name)[-3000:]}" for name in RABBITS))
+            stack.stop()
+            proxy.close()
+
+
+def orders_placed(count: int) -> Callable[[], bool]:
+    from orders.models import Order
+
+    def more() -> bool:
+        close_old_connections()
+        return Order.objects.count() >= count
+
+    return more
+
+
+def orders_confirmed(order_ids: list[str], count: int) -> Callable[[], bool]:
+    from orders.models import Order
+
+    def enough() -> bool:
+        close_old_connections()
+        return Order.objects.filter(pk__in=order_ids, status="confirmed").count() >= count
+
+    return enough
+
+
+def assert_every_order_confirmed_once(audit: Audit) -> None:
+    assert audit.confirmed == ORDERS, audit
+    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
+def start_shop(stack: Stack, network: Network) -> None:
+    """Two worker hosts, the web host, and the two beat hosts (the recovery job on a test clock)."""
+    stack.start_worker(host=network["worker-a"])
+    stack.start_worker(host=network["worker-b"])
+    stack.start_web(host=network["web"])
+    schedule_recovery()
+    for beat in ("beat-a", "beat-b"):
+        stack.start_beat(host=network[beat])
+
+
+def test_the_rabbitmq_node_leading_the_queues_killed_mid_batch_loses_and_repeats_nothing(
+    network: Network, cluster: RabbitCluster, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    start_shop(stack, network)
+    leader = cluster.leader("orders", via=RABBITS[-1])
+    survivor = next(name for name in RABBITS if name != leader)
+    batch = payloads(stock_up(), ORDERS)
+
+    order_ids = stack.place_orders(batch[: ORDERS // 2], concurrency=4)
+    with ThreadPoolExecutor(1) as pool:
+        rest = pool.submit(stack.place_orders, batch[ORDERS // 2 :], 4)
+        wait_for(orders_placed(ORDERS // 2 + 4), timeout=60, message="the second half under way")
+        cluster.kill(leader)  # SIGKILL mid-batch
+        killed_at = time.monotonic()
+        order_ids += rest.result()
+    new_leader = cluster.leader("orders", via=survivor)
+
+    stack.wait_until_final(order_ids, timeout=240)
+    settled = time.monotonic() - killed_at
+    cluster.start(leader)  # it comes back and rejoins the cluster
+    cluster.wait_running(RABBITS)
+    audit = stack.audit(order_ids)
+    record(
+        "16. hosts: RabbitMQ node leading the quorum queues SIGKILLed mid-batch",
+        audit.figures(),
+        faults=f"SIGKILL of {leader} (every process on its host) with {ORDERS // 2} of {ORDERS} checkouts placed",
+        notes=f"3-node RabbitMQ cluster on its own hosts (network namespaces), quorum queues; web, 2 worker "
+        f"hosts and 2 beat hosts given all three nodes as failover URLs. {new_leader} took the lead; every "
+        f"order final {settled:.1f} s after the kill; {leader} restarted and rejoined",
+    )
+    assert new_leader != leader
+    assert_every_order_confirmed_once(audit)
+
+
+def test_a_worker_host_killed_outright_mid_run_leaves_its_tasks_to_the_other_host(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    start_shop(stack, network)
+    doomed = stack.workers[0]  # on worker-a
+    order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
+    wait_for(orders_confirmed(order_ids, ORDERS // 4), timeout=120, message="a quarter of the orders confirmed")
+    assert " received" in doomed.log(), "worker-a took no task before its host died"
+
+    network.kill_host("worker-a")  # every process on the host SIGKILLed: the machine lost its power
+    killed_at = time.monotonic()
+    doomed.process.wait()
+    stack.workers.remove(doomed)
+    confirmed_then = orders_confirmed(order_ids, ORDERS)()
+
+    stack.wait_until_final(order_ids, timeout=240)
+    settled = time.monotonic() - killed_at
+    audit = stack.audit(order_ids)
+    record(
+        "17. hosts: a worker host killed outright mid-run",
+        audit.figures(),
+        faults="SIGKILL of every process on worker-a (main process and pool) with a quarter of "
+        f"{ORDERS} orders confirmed",
+        notes="quorum queues on the 3-node cluster: the dead host's unacknowledged messages went to worker-b "
+        f"once RabbitMQ saw its connection close; every order final {settled:.1f} s after the kill"
+        + (" (all were already confirmed)" if confirmed_then else ""),
+    )
+    assert_every_order_confirmed_once(audit)
+
+
+def test_the_beat_host_holding_the_lease_lost_the_standby_host_takes_over_and_nothing_runs_twice(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    for name, seconds in JOBS.items():
+        interval = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)[0]
+        PeriodicTask.objects.create(name=name, task="tests.fakes.tasks.sleep_for", args="[0]", interval=interval)
+    stack = hosts_stack
+    stack.start_worker(host=network["worker-b"])
+    beats = {name: stack.start_beat(host=network[name], BEAT_LOCK_SECONDS=str(LEASE)) for name in ("beat-a", "beat-b")}
+    holder = wait_for(lambda: SchedulerLock.objects.values_list("owner", flat=True).first(), timeout=60)
+    [lost] = [name for name, beat in beats.items() if f":{beat.process.pid}:" in holder]
+    [standby] = [name for name in beats if name != lost]
+    wait_for(lambda: sent_at("every-1s"), timeout=30, message="the first run")
+
+    start = time.time()
+    both_up = watch(start, "runs with both beat hosts up")
+    standby_log = beats[standby].log()
+    network.kill_host(lost)  # the lease holder's host loses its power
+    beats[lost].process.wait()
+    killed = time.time()
+    lease = SchedulerLock.objects.filter(owner=holder).values_list("expires_at", flat=True).first()
+    assert lease, "the other beat took over before the lost beat's lease could be read"
+    wait_for(
+        lambda: "holding the scheduler lease" in beats[standby].log()[len(standby_log) :],
+        timeout=LEASE + 30,
+        message="the standby beat host taking over",
+    )
+    end = watch(killed, "runs sent from the standby host")
+
+    phases = {"both up": (start, both_up), "after the loss": (killed, end)}
+    counts = {
+        (phase, name): len([t for t in sent_at(name, since) if t <= until])
+        for phase, (since, until) in phases.items()
+        for name in JOBS
+    }
+    took_over = sent_at("every-1s", killed)[0] - lease.timestamp()
+    record(
+        "18. hosts: the beat host holding the lease lost",
+        {"orders placed": "—", "confirmed": "—", "lost": 0},
+        faults=f"beat-a and beat-b on their own hosts (lease {LEASE} s); every process on the lease holder's "
+        f"host ({lost}) SIGKILLed once every job had run {PHASE_RUNS} times",
+        notes="runs per job, both up / after the loss: "
+        + ", ".join(f"{name} {counts['both up', name]} / {counts['after the loss', name]}" for name in JOBS)
+        + f"; {standby}'s first run came {took_over:.1f} s after the lost host's lease lapsed",
+    )
+    assert "Sending due task" not in standby_log, standby_log[-3000:]
+    for (phase, name), count in counts.items():
+        since, until = phases[phase]
+        assert count <= (until - since) / JOBS[name] + 1, (phase, name, count, until - since)
+    assert took_over >= 0, took_over
+
+
+def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    stack.extra_env["CELERY_BROKER_HEARTBEAT"] = str(HEARTBEAT)
+    # Cut off mid-transaction, worker-a's session would hold its row locks and stall worker-b:
+    # PostgreSQL ends it after this (settings/core.py).
+    stack.extra_env["DB_IDLE_IN_TRANSACTION_TIMEOUT"] = str(IDLE_IN_TRANSACTION)
+    start_shop(stack, network)
+    cut_off = stack.workers[0]  # on worker-a
+    order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
+    wait_for(orders_confirmed(order_ids, ORDERS // 4), timeout=120, message="a quarter of the orders confirmed")
+    assert " received" in cut_off.log(), "worker-a took no task before it was cut off"
+
+    network.cut("worker-a")  # its link down: its processes run on, unable to reach anything
+    cut_at = time.monotonic()
+    stack.wait_until_final(order_ids, timeout=240, settled=False)  # worker-b alone
+    final_after = time.monotonic() - cut_at
+    received_before = cut_off.log().count(" received")
+    network.restore("worker-a")
+    wait_for(lambda: cut_off.log().count("Connected to amqp") >= 2, timeout=120, message="worker-a reconnected")
+    stack.wait_until_final(order_ids, timeout=120)
+    audit = stack.audit(order_ids)
+    record(
+        "19. hosts: a worker host cut off the network mid-run, then back",
+        audit.figures(),
+        faults=f"worker-a's link down with a quarter of {ORDERS} orders confirmed, up again once all were final",
+        notes=f"quorum queues on the 3-node cluster, AMQP heartbeat {HEARTBEAT} s, PostgreSQL ending a session idle "
+        f"in a transaction after {IDLE_IN_TRANSACTION} s: what worker-a held "
+        f"unacknowledged went to worker-b once RabbitMQ missed its heartbeats; every order final "
+        f"{final_after:.1f} s after the cut, with worker-a still off; worker-a reconnected once back "
+        f"(it had received {received_before} tasks)",
+    )
+    assert_every_order_confirmed_once(audit)
