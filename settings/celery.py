@@ -28,7 +28,9 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # django-celery-results' database backend (django-db), with chords that count each header
 # task once and result writes retried through a database outage: tasks_admin/backend.py.
 CELERY_RESULT_BACKEND = "tasks_admin.backend:ShopDatabaseBackend"
-CELERY_RESULT_EXTENDED = True
+# A result row holds the result only: the task's name, arguments, worker and times are the task
+# history's (tasks_admin.TaskRecord, docs/architecture.md "One writer per fact").
+CELERY_RESULT_EXTENDED = False
 # Database outages (tests/reliability/test_database_outage.py). A write of a result or a
 # chord report waits for the database only until shortly before the task's soft time limit
 # (RESULT_WRITE_RETRY_SECONDS in the worker's main process, web, beat), then is dropped and
