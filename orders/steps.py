@@ -36,9 +36,10 @@ class OrderTask(RetryingTask):
 class WorkflowStepTask(OrderTask):
     """A fulfilment step of the order workflow. Its name is the step's name; its one argument the order id."""
 
-    # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
-    # with the worker's next batch (tasks_admin/backend.py).
-    batch_result = True
+    # Nothing reads a step's result (the workflow's signatures are immutable, its outcome is the
+    # WorkflowStep's and the task history's): only its errors are stored
+    # (CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED). A chord still counts its header steps.
+    ignore_result = True
 
     @property
     def step(self) -> str:

@@ -28,11 +28,12 @@ chords through ChordCounter), with changes the failure-injection suite forced.
    impossible then is logged and dropped: a result is only a record (the step's own
    WorkflowStep row says it succeeded), and a chord report that could not be counted
    leaves the order for the stuck-workflow recovery, which sends the callback.
-3. Fewer statements (the benchmark's database-cost figure). The result of a task whose
-   result nothing reads (`Task.batch_result`, the order workflow's steps) is stored with
-   the worker's next batch, many rows in one upsert (tasks_admin/writebehind.py); so is
-   the removal of a fired chord's rows. On PostgreSQL a header task's report is one
-   statement (the part's INSERT and the count-down in one WITH).
+3. Fewer statements (the benchmark's database-cost figure). A task whose result nothing
+   reads says so with Celery's own `ignore_result` (the order workflow's steps: only their
+   errors are stored, CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED); the removal of a fired
+   chord's rows is written with the worker's next batch (tasks_admin/writebehind.py). On
+   PostgreSQL a header task's report is one statement (the part's INSERT and the count-down
+   in one WITH).
 """
 
 import json
@@ -50,7 +51,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, router, transaction
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
-from django_celery_results.models import ChordCounter, TaskResult
+from django_celery_results.models import ChordCounter
 from kombu.exceptions import OperationalError as BrokerError
 
 from . import writebehind
@@ -86,16 +87,6 @@ _CREATE_COUNTER = (
     f"INSERT INTO {ChordCounter._meta.db_table} (group_id, sub_tasks, count) VALUES (%s, %s, %s) "
     "ON CONFLICT (group_id) DO NOTHING"
 )
-_RESULT_FIELDS = [f.name for f in TaskResult._meta.concrete_fields if f.name not in ("id", "task_id", "date_created")]
-
-
-def _write_results(rows: writebehind.Rows) -> None:
-    TaskResult.objects.bulk_create(
-        [TaskResult(task_id=task_id, **fields) for task_id, fields in rows.items()],
-        update_conflicts=True,
-        unique_fields=["task_id"],
-        update_fields=_RESULT_FIELDS,
-    )
 
 
 def _forget_chords(rows: writebehind.Rows) -> None:
@@ -105,7 +96,6 @@ def _forget_chords(rows: writebehind.Rows) -> None:
     ChordCounter.objects.using(db).filter(group_id__in=list(rows)).delete()
 
 
-_results = writebehind.Table("task result", _write_results)
 _fired_chords = writebehind.Table("fired chord", _forget_chords)
 
 # In the thread running a task (prefork child or pool thread), where its result writes happen:
@@ -158,10 +148,6 @@ class ShopDatabaseBackend(DatabaseBackend):
 
     def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         encoded = self.encode_result(result, state)
-        task = self.app.tasks.get(getattr(request, "task", ""))
-        if state == states.SUCCESS and getattr(task, "batch_result", False) and not writebehind.run_again(request):
-            _results.put(task_id, **self._result_fields(encoded, state, traceback, request))
-            return encoded
         # By position, as Celery calls it: django-celery-results names the parameters differently.
         self._write(
             f"store the {state} result of task {task_id}",
@@ -169,21 +155,6 @@ class ShopDatabaseBackend(DatabaseBackend):
             lambda: self._store_result(task_id, encoded, state, traceback, request=request, **kwargs),
         )
         return encoded
-
-    def _result_fields(self, result, state: str, traceback, request) -> dict:
-        """The TaskResult columns django-celery-results' _store_result writes, without writing."""
-        content_type, content_encoding, content = self.encode_content(result)
-        meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
-        _, _, encoded_meta = self.encode_content(meta)
-        return {
-            "content_type": content_type,
-            "content_encoding": content_encoding,
-            "result": content,
-            "meta": encoded_meta,
-            "status": state,
-            **self._get_extended_properties(request, traceback),
-            "traceback": traceback,
-        }
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
         """Create the chord's counter once (ON CONFLICT DO NOTHING)."""
