@@ -21,8 +21,8 @@ from kombu.transport import redis as kombu_redis
 
 logger = logging.getLogger(__name__)
 
-# Versions checked to need the fix (tests/integration/test_kombu_fixes.py fails without it).
-# On an upgrade, run that test with the fix off (`apply(versions=())`) and add or drop the version.
+# Versions checked to need the fix. tests/integration/test_kombu_fixes.py proves the fix on the
+# installed kombu, and fails when that kombu is not listed here or no longer has the bug.
 RESTORE_AFTER_COLLECT_BROKEN = frozenset({"5.7.0"})
 
 _original_restore_unacked = kombu_redis.QoS.restore_unacked
