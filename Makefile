@@ -7,7 +7,7 @@ export DJANGO_SETTINGS_MODULE := settings
 # the files it creates are its user's only (0600), like var/'s folders (settings/env.py).
 PRIVATE := umask 077 &&
 
-.PHONY: run test test-reliability test-alerts bench bench-quick lint setup
+.PHONY: run test test-reliability test-alerts test-celery-canvas bench bench-quick lint setup
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -35,6 +35,11 @@ test: $(BIN)/.installed
 test-reliability: $(BIN)/.installed
 	$(BIN)/pytest -m reliability tests/reliability
 	$(BIN)/python -m tests.reliability.report
+
+# Celery's own t/integration/test_canvas.py against the shop's result backend and the stock one
+# (the control), on a private Redis and DATABASE_URL; downloads Celery's sdist into var/. Not in CI.
+test-celery-canvas: $(BIN)/.installed
+	$(BIN)/python -m tests.celery_canvas
 
 # Performance, each figure next to its baseline in the same run (benchmarks/); writes
 # docs/benchmarks.json and docs/benchmarks.svg. Needs PostgreSQL for the figures that matter.

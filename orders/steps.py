@@ -38,9 +38,10 @@ class OrderTask(RetryingTask):
 class WorkflowStepTask(OrderTask):
     """A fulfilment step of the order workflow. Its name is the step's name; its one argument the order id."""
 
-    # Nothing reads a step's result (the workflow's signatures are immutable): it is stored
-    # with the worker's next batch (tasks_admin/backend.py).
-    batch_result = True
+    # Nothing reads a step's result (the workflow's signatures are immutable, its outcome is the
+    # WorkflowStep's and the task history's): only its errors are stored
+    # (CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED). A chord still counts its header steps.
+    ignore_result = True
     # Staff revoke a step only by cancelling or holding its order first (orders/console.py), and
     # its service refuses to act for such an order: no revoke query before each run.
     check_revoked = False
@@ -72,8 +73,8 @@ class ConfirmationTask(OrderTask, DeliveryTask):
     """Sends the order's confirmation e-mail or SMS (`channel`), queued when it was confirmed."""
 
     channel: str
-    # Nothing reads a message's result either: stored with the worker's next batch.
-    batch_result = True
+    # Nothing reads a message's result either (its Notification row is the fact): only errors stored.
+    ignore_result = True
     # Staff revoke a message only by cancelling it first (orders/console.py), and its service
     # refuses to send a cancelled one: no revoke query before each run.
     check_revoked = False

@@ -33,7 +33,12 @@ CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 # django-celery-results' database backend (django-db), with chords that count each header
 # task once and result writes retried through a database outage: tasks_admin/backend.py.
 CELERY_RESULT_BACKEND = "tasks_admin.backend:ShopDatabaseBackend"
-CELERY_RESULT_EXTENDED = True
+# A result row holds the result only: the task's name, arguments, worker and times are the task
+# history's (tasks_admin.TaskRecord, docs/architecture.md "One writer per fact").
+CELERY_RESULT_EXTENDED = False
+# A task with ignore_result (the order workflow's steps) still has its failure stored: the
+# console shows its traceback.
+CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = True
 # Database outages (tests/reliability/test_database_outage.py). A write of a result or a
 # chord report waits for the database only until shortly before the task's soft time limit
 # (RESULT_WRITE_RETRY_SECONDS in the worker's main process, web, beat), then is dropped and
@@ -48,7 +53,7 @@ RESULT_WRITE_RETRY_SECONDS = env_float("RESULT_WRITE_RETRY_SECONDS", 5.0)
 # deletes results and task history older than TASK_HISTORY_DAYS in batches instead.
 CELERY_RESULT_EXPIRES = None
 TASK_HISTORY_DAYS = env_int("TASK_HISTORY_DAYS", 7)
-# Inside a worker, task history, step states and the results nothing reads are written in
+# Inside a worker, task history, step states and fired chords' removal are written in
 # batches every this many seconds (or at this many rows) by a thread of each pool process:
 # tasks_admin/writebehind.py. 0 writes each at once.
 WRITE_BEHIND_SECONDS = env_float("WRITE_BEHIND_SECONDS", 0.5)

@@ -8,35 +8,15 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
+from tasks_admin import kombu_fixes
+
 from . import telemetry
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 
 
-def _survive_broker_loss() -> None:
-    """Keep a worker alive through a broker outage on Celery 5.7 with Redis.
-
-    After a lost broker connection the consumer collects the connection, then closes it
-    (celery/worker/consumer/consumer.py, on_connection_error_after_connected). The close
-    reaches a Redis channel whose client the collect removed; handing its unacknowledged
-    messages back raises AttributeError and the worker exits ("Unrecoverable error")
-    instead of reconnecting: failure-injection scenario 3 found it. Such a channel cannot
-    hand anything back; the messages stay in Redis's unacked index and the visibility
-    timeout restores them.
-    """
-    from kombu.transport import redis as kombu_redis
-
-    restore = kombu_redis.QoS.restore_unacked
-
-    def restore_unacked(self, client=None):
-        if client is None and self.channel.connection.client is None:
-            return None
-        return restore(self, client)
-
-    kombu_redis.QoS.restore_unacked = restore_unacked
-
-
-_survive_broker_loss()
+# A kombu bug the workers hit on a lost Redis connection, fixed on the versions that have it.
+kombu_fixes.apply()
 
 # Every task inherits the retry policy and the revoke check (tasks_admin/base.py).
 app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")

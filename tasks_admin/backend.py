@@ -14,7 +14,12 @@ chords through ChordCounter), with changes the failure-injection suite forced.
    is left to the stuck-workflow recovery rather than failing the header task that
    finished it. The counter itself is created once too: a chain step run again
    (redelivered, retried after its worker was lost) sends its chord again, and a second
-   INSERT of the same group would fail the step.
+   INSERT of the same group would fail the step. Its size is the one Celery sets while
+   sending the header (`set_chord_size`: a header entry ending in a group reports once per
+   task of it), and it never goes below zero. As in Celery's own backends, a failed chord's
+   ChordError names the task's exception, and a callback that cannot be sent for another
+   reason than the broker is recorded as the callback's error. Chord rows are read and
+   written on one database, the router's for writes (tests/unit/test_result_backend.py).
 2. Database outages. Writes — results, chord counters, chord reports — are retried
    while PostgreSQL is unreachable, but only until shortly before the running task's
    soft time limit (RESULT_WRITE_RETRY_SECONDS outside a task). Waiting longer turned
@@ -23,11 +28,12 @@ chords through ChordCounter), with changes the failure-injection suite forced.
    impossible then is logged and dropped: a result is only a record (the step's own
    WorkflowStep row says it succeeded), and a chord report that could not be counted
    leaves the order for the stuck-workflow recovery, which sends the callback.
-3. Fewer statements (the benchmark's database-cost figure). The result of a task whose
-   result nothing reads (`Task.batch_result`, the order workflow's steps) is stored with
-   the worker's next batch, many rows in one upsert (tasks_admin/writebehind.py); so is
-   the removal of a fired chord's rows. On PostgreSQL a header task's report is one
-   statement (the part's INSERT and the count-down in one WITH).
+3. Fewer statements (the benchmark's database-cost figure). A task whose result nothing
+   reads says so with Celery's own `ignore_result` (the order workflow's steps: only their
+   errors are stored, CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED); the removal of a fired
+   chord's rows is written with the worker's next batch (tasks_admin/writebehind.py). On
+   PostgreSQL a header task's report is one statement (the part's INSERT and the count-down
+   in one WITH).
 """
 
 import json
@@ -43,9 +49,9 @@ from celery.exceptions import ChordError, SoftTimeLimitExceeded
 from celery.result import GroupResult
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, router, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, router, transaction
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
-from django_celery_results.models import ChordCounter, TaskResult
+from django_celery_results.models import ChordCounter
 from kombu.exceptions import OperationalError as BrokerError
 
 from . import writebehind
@@ -59,7 +65,9 @@ _INSERT_PART = (
     f"INSERT INTO {ChordPart._meta.db_table} (group_id, task_id, state, created_at) "
     "VALUES (%s, %s, %s, CURRENT_TIMESTAMP) ON CONFLICT (group_id, task_id) DO NOTHING RETURNING id"
 )
-_COUNT_DOWN = f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 WHERE group_id = %s RETURNING count"
+_COUNT_DOWN = (
+    f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 WHERE group_id = %s AND count > 0 RETURNING count"
+)
 # Both in one statement (PostgreSQL: a data-modifying WITH); no part is kept for a chord whose
 # counter is gone (fired, cleaned up), and no row comes back unless the report counted.
 _COUNT_PART = (
@@ -68,39 +76,36 @@ _COUNT_PART = (
     f"(SELECT 1 FROM {ChordCounter._meta.db_table} WHERE group_id = %s) "
     "ON CONFLICT (group_id, task_id) DO NOTHING RETURNING 1) "
     f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 "
-    "WHERE group_id = %s AND EXISTS (SELECT 1 FROM part) RETURNING count"
+    "WHERE group_id = %s AND count > 0 AND EXISTS (SELECT 1 FROM part) RETURNING count"
+)
+# A chord's real size, once Celery knows it (set_chord_size): the counter moves by the difference.
+_RESIZE = (
+    f"UPDATE {ChordCounter._meta.db_table} SET count = count + %s "
+    "WHERE group_id = %s AND count + %s >= 0 RETURNING count"
 )
 _CREATE_COUNTER = (
     f"INSERT INTO {ChordCounter._meta.db_table} (group_id, sub_tasks, count) VALUES (%s, %s, %s) "
     "ON CONFLICT (group_id) DO NOTHING"
 )
+
+
 _FORGET_CHORDS = (
     f"WITH parts AS (DELETE FROM {ChordPart._meta.db_table} WHERE group_id = ANY(%s)) "
     f"DELETE FROM {ChordCounter._meta.db_table} WHERE group_id = ANY(%s)"
 )
-_RESULT_FIELDS = [f.name for f in TaskResult._meta.concrete_fields if f.name not in ("id", "task_id", "date_created")]
-
-
-def _write_results(rows: writebehind.Rows) -> None:
-    TaskResult.objects.bulk_create(
-        [TaskResult(task_id=task_id, **fields) for task_id, fields in rows.items()],
-        update_conflicts=True,
-        unique_fields=["task_id"],
-        update_fields=_RESULT_FIELDS,
-    )
 
 
 def _forget_chords(rows: writebehind.Rows) -> None:
     """A fired chord's counter and parts, no longer needed: one statement on PostgreSQL."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+    db = _chord_db()
+    if connections[db].vendor == "postgresql":
+        with connections[db].cursor() as cursor:
             cursor.execute(_FORGET_CHORDS, [list(rows), list(rows)])
         return
-    ChordPart.objects.filter(group_id__in=list(rows)).delete()
-    ChordCounter.objects.filter(group_id__in=list(rows)).delete()
+    ChordPart.objects.using(db).filter(group_id__in=list(rows)).delete()
+    ChordCounter.objects.using(db).filter(group_id__in=list(rows)).delete()
 
 
-_results = writebehind.Table("task result", _write_results)
 _fired_chords = writebehind.Table("fired chord", _forget_chords)
 
 # In the thread running a task (prefork child or pool thread), where its result writes happen:
@@ -126,6 +131,11 @@ def _write_deadline(task_id: str | None) -> float:
     return time.monotonic() + settings.RESULT_WRITE_RETRY_SECONDS
 
 
+def _chord_db() -> str:
+    """The database of chord counters and parts, for reads and writes alike (database routers)."""
+    return router.db_for_write(ChordCounter)
+
+
 def _errback_key(errback) -> tuple[str, str]:
     """An error callback, by task and arguments: the header's copy is a clone of the chord's."""
     errback = maybe_signature(errback)
@@ -133,6 +143,12 @@ def _errback_key(errback) -> tuple[str, str]:
 
 
 class ShopDatabaseBackend(DatabaseBackend):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Chords this backend (one per thread) created, and the count each started at, until
+        # Celery sets their real size (set_chord_size, called right after by the same thread).
+        self._created_chords: dict[str, int] = {}
+
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """For Celery's own retry loop (reads): an unreachable database is worth another try."""
         if isinstance(exc, OperationalError) or type(exc).__name__ == "OperationalError":
@@ -142,10 +158,6 @@ class ShopDatabaseBackend(DatabaseBackend):
 
     def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         encoded = self.encode_result(result, state)
-        task = self.app.tasks.get(getattr(request, "task", ""))
-        if state == states.SUCCESS and getattr(task, "batch_result", False) and not writebehind.run_again(request):
-            _results.put(task_id, **self._result_fields(encoded, state, traceback, request))
-            return encoded
         # By position, as Celery calls it: django-celery-results names the parameters differently.
         self._write(
             f"store the {state} result of task {task_id}",
@@ -153,21 +165,6 @@ class ShopDatabaseBackend(DatabaseBackend):
             lambda: self._store_result(task_id, encoded, state, traceback, request=request, **kwargs),
         )
         return encoded
-
-    def _result_fields(self, result, state: str, traceback, request) -> dict:
-        """The TaskResult columns django-celery-results' _store_result writes, without writing."""
-        content_type, content_encoding, content = self.encode_content(result)
-        meta = {**self._get_meta_from_request(request), "children": self.current_task_children(request)}
-        _, _, encoded_meta = self.encode_content(meta)
-        return {
-            "content_type": content_type,
-            "content_encoding": content_encoding,
-            "result": content,
-            "meta": encoded_meta,
-            "status": state,
-            **self._get_extended_properties(request, traceback),
-            "traceback": traceback,
-        }
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
         """Create the chord's counter once (ON CONFLICT DO NOTHING)."""
@@ -179,22 +176,57 @@ class ShopDatabaseBackend(DatabaseBackend):
         task = self.app.current_worker_task
 
         def create() -> bool:  # SQL, not bulk_create: a fifth of the time a chord took to send
-            with connection.cursor() as cursor:
+            with connections[_chord_db()].cursor() as cursor:
                 cursor.execute(_CREATE_COUNTER, row)
-            return True
+                return cursor.rowcount == 1
 
         created = self._write(
             f"create the counter of chord {header_result.id}", task.request.id if task else None, create
         )
         if created is None:
             logger.warning("Chord %s has no counter: the stuck-workflow recovery sends its callback", header_result.id)
+        elif created:
+            self._created_chords[header_result.id] = row[2]
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """The header's real size, which Celery counts only while sending it: a header entry that
+        is a chain ending in a group, or a group, reports once per task of that group
+        (tests/unit/test_result_backend.py). The counter started at the number of entries and
+        may have counted reports already: it moves by the difference. A chord sent again (a
+        chain step redelivered) keeps its counter: the reports still missing are its size less
+        the distinct reports counted (one ChordPart each)."""
+        started_at = self._created_chords.pop(group_id, None)
+        if started_at == chord_size:
+            return  # the common case (every entry a task): no statement
+        task = self.app.current_worker_task
+        resized = self._write(
+            f"set the size of chord {group_id}",
+            task.request.id if task else None,
+            lambda: self._resize(group_id, chord_size, started_at),
+        )
+        if resized is None:
+            logger.warning("Chord %s: size %s not set; the stuck-workflow recovery finishes it", group_id, chord_size)
+
+    def _resize(self, group_id: str, chord_size: int, started_at: int | None) -> bool:
+        db = _chord_db()
+        if started_at is not None:
+            with connections[db].cursor() as cursor:
+                delta = chord_size - started_at
+                cursor.execute(_RESIZE, [delta, group_id, delta])
+                return cursor.fetchone() is not None
+        with transaction.atomic(using=db):
+            counters = ChordCounter.objects.using(db).select_for_update().filter(group_id=group_id)
+            if not counters.exists():
+                return False
+            counted = ChordPart.objects.using(db).filter(group_id=group_id).count()
+            return bool(counters.update(count=max(chord_size - counted, 0)))
 
     def on_chord_part_return(self, request, state: str, result, **kwargs) -> None:
         group_id, task_id = request.group, request.id
         if not group_id or not task_id:
             return
         if state != states.SUCCESS:
-            self._fail(request, group_id, task_id, state)
+            self._fail(request, group_id, task_id, state, result)
             return
         outcome = self._write(
             f"count {task_id} in chord {group_id}", task_id, lambda: self._count_part(group_id, task_id, state)
@@ -204,14 +236,16 @@ class ShopDatabaseBackend(DatabaseBackend):
         elif outcome == 0:
             self._fire(request, group_id)
 
-    def _fail(self, request, group_id: str, task_id: str, state: str) -> None:
+    def _fail(self, request, group_id: str, task_id: str, state: str, result) -> None:
         """A header task failed: the chord fails now. Removing its counter makes this report the
         only one that calls the error callbacks (a duplicate finds no counter), and keeps the
         others from counting: the callback never runs. An error callback the failed task has
         itself (task_allow_error_cb_on_chord_header) was called by Celery already; it is not
         called a second time for the chord (tests/unit/test_result_backend.py)."""
         removed = self._write(
-            f"fail chord {group_id}", task_id, lambda: ChordCounter.objects.filter(group_id=group_id).delete()[0]
+            f"fail chord {group_id}",
+            task_id,
+            lambda: ChordCounter.objects.using(_chord_db()).filter(group_id=group_id).delete()[0],
         )
         if not removed:
             return
@@ -224,23 +258,26 @@ class ShopDatabaseBackend(DatabaseBackend):
             callback.options["link_error"] = [
                 errback for errback in callback.options.get("link_error") or [] if _errback_key(errback) not in called
             ]
-        try:  # chord_error_from_stack records the traceback of the exception being handled
-            raise ChordError(f"Dependency {task_id} failed")
+        # As Celery's own backends word it, with the task's exception as the cause; raised so that
+        # chord_error_from_stack records the traceback of the exception being handled.
+        cause = result if isinstance(result, BaseException) else None
+        try:
+            raise ChordError(f"Dependency {task_id} raised {result!r}") from cause
         except ChordError as exc:
             self.chord_error_from_stack(callback, exc)
 
     def _count_part(self, group_id: str, task_id: str, state: str) -> int | str:
         """Record a header task's report once; the count left, or why it did not count."""
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
+        db = _chord_db()
+        if connections[db].vendor == "postgresql":
+            with connections[db].cursor() as cursor:
                 cursor.execute(_COUNT_PART, [group_id, task_id, state, group_id, group_id])
                 row = cursor.fetchone()
             if row is None:
                 logger.warning("Chord %s: %s not counted (reported before, or the chord is gone)", group_id, task_id)
                 return "not counted"
             return row[0]
-        db = router.db_for_write(ChordCounter)
-        with transaction.atomic(using=db), connection.cursor() as cursor:
+        with transaction.atomic(using=db), connections[db].cursor() as cursor:
             cursor.execute(_INSERT_PART, [group_id, task_id, state])
             if cursor.fetchone() is None:
                 logger.warning("Chord %s: %s reported twice; counted once", group_id, task_id)
@@ -263,8 +300,12 @@ class ShopDatabaseBackend(DatabaseBackend):
             except BrokerError as exc:  # the chord is done; the stuck-workflow recovery sends its callback
                 logger.warning("Chord %s complete, but its callback could not be sent: %s", group_id, exc)
                 return
+            except Exception as exc:  # as django-celery-results' trigger_callback: the callback's error, not
+                # the header task's (tests/unit/test_result_backend.py)
+                logger.exception("Chord %s: its callback could not be sent", group_id)
+                self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
         else:
-            counter = ChordCounter.objects.get(group_id=group_id)
+            counter = ChordCounter.objects.using(_chord_db()).get(group_id=group_id)
             trigger_callback(app=self.app, callback=callback, group_result=counter.group_result(app=self.app))
         _fired_chords.put(group_id)  # a late duplicate report meanwhile finds its part there and is ignored
 

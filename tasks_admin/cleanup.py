@@ -15,7 +15,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
-from .models import TaskRecord
+from .models import ChordPart, TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,14 @@ def delete_orphaned_chord_counters(batch_size: int = BATCH_SIZE) -> int:
     for counter in ChordCounter.objects.order_by("pk").iterator():
         header = TaskRecord.objects.filter(task_id__in=header_task_ids(counter))
         if not header.filter(models.Q(state__in=LIVE_STATES) | models.Q(sent_at__gte=recent)).exists():
-            orphans.append(counter.pk)
-    return sum(
-        delete_in_batches(ChordCounter.objects.filter(pk__in=orphans[i : i + batch_size]), batch_size)
-        for i in range(0, len(orphans), batch_size)
-    )
+            orphans.append(counter.group_id)
+    deleted = 0
+    for i in range(0, len(orphans), batch_size):
+        groups = orphans[i : i + batch_size]
+        # The reports its header tasks made (tasks_admin/backend.py) go with the counter.
+        delete_in_batches(ChordPart.objects.filter(group_id__in=groups), batch_size)
+        deleted += delete_in_batches(ChordCounter.objects.filter(group_id__in=groups), batch_size)
+    return deleted
 
 
 def header_task_ids(counter: ChordCounter) -> list[str]:

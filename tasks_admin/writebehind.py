@@ -1,5 +1,5 @@
 """Bookkeeping a worker does not wait for, written in batches: task history, workflow step
-states, and the results of tasks whose result nothing reads.
+states, and the removal of fired chords' rows.
 
 A task's own effect (a charge, a message, a stock count) is committed before the task
 returns, as at-least-once delivery requires. The record of it having run is not needed by

@@ -1,22 +1,18 @@
 """Real processes for the failure-injection suite: a private Redis, gunicorn, workers and
-beat, with local SMS and SMTP providers and a PostgreSQL proxy that can cut the database off."""
+beat, with local SMS and SMTP providers (the PostgreSQL proxy: tests/fakes/tcp_proxy.py)."""
 
 import json
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,78 +68,6 @@ class Process(LoggedProcess):
             self.signal(signal.SIGKILL)
             self.process.wait()
         self._log.close()
-
-
-class PgProxy:
-    """A TCP proxy in front of PostgreSQL. `outage(seconds)` closes every connection through
-    it and refuses new ones for that long: to the workers behind it, the database is down."""
-
-    def __init__(self, host: str, port: int, listen: str = "127.0.0.1") -> None:
-        self.target = (host, port)
-        self.listen, self.port = listen, free_port(listen)
-        self._down = threading.Event()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._lock = threading.Lock()
-        self._listener = socket.create_server((listen, self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._down.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        raise OSError("closed")
-                    (b if source is a else a).sendall(data)
-        except OSError:
-            pass
-        finally:
-            a.close()
-            b.close()
-
-    def _close_connections(self) -> None:
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    @contextmanager
-    def outage(self):
-        self._down.set()
-        self._close_connections()
-        try:
-            yield
-        finally:
-            self._down.clear()
-
-    def close(self) -> None:
-        """Stop listening and close every connection through it: a session left open (a host cut
-        off mid-transaction) would keep its locks and block the test database's flush."""
-        self._listener.close()
-        self._close_connections()
 
 
 @dataclass

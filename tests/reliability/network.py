@@ -2,7 +2,7 @@
 
 Each host (`web`, `worker-a`, `rabbit1`, ...) is a network namespace with one veth interface on a
 bridge in the machine's own namespace, which is the `db` host: PostgreSQL stays where it is,
-reached through a proxy on the bridge's address (harness.PgProxy), like the fake SMS gateway and
+reached through a proxy on the bridge's address (tests/fakes/tcp_proxy.py), like the fake SMS gateway and
 SMTP server. Every process of the shop talks to the others by their bridge addresses, never over
 loopback. `ip netns` needs root (CI runs as root); without it the tests skip, except in CI.
 

@@ -61,11 +61,13 @@ def recovered_orders(order_ids: list[str]) -> set[str]:
     from django_celery_results.models import TaskResult
 
     from orders.models import Order
+    from tasks_admin.models import TaskRecord
 
     close_old_connections()
     numbers = set(Order.objects.filter(pk__in=order_ids).values_list("number", flat=True))
     sent: set[str] = set()
-    for result in TaskResult.objects.filter(task_name=RECOVERY_TASK, status="SUCCESS").values_list("result", flat=True):
+    runs = TaskRecord.objects.filter(task_name=RECOVERY_TASK).values("task_id")
+    for result in TaskResult.objects.filter(task_id__in=runs, status="SUCCESS").values_list("result", flat=True):
         sent.update(json.loads(result or "{}") or {})
     return sent & numbers
 

@@ -13,6 +13,7 @@ from django_celery_results.models import TaskResult
 
 from orders.models import Order, WorkflowStep
 from shop.models import Product
+from tasks_admin.models import TaskRecord
 from tests.support import wait_for
 
 from .harness import Stack
@@ -78,7 +79,7 @@ def test_checkouts_during_a_broker_outage_are_accepted_and_complete_once_it_is_b
     # run's result appeared, it could fall before the acknowledgement, and a worker that
     # acknowledges a message after it reconnected dies (Celery 5.7 and Redis: AttributeError
     # on the closed channel).
-    runs = TaskResult.objects.filter(task_name=RECOVERY_TASK)
+    runs = TaskResult.objects.filter(task_id__in=TaskRecord.objects.filter(task_name=RECOVERY_TASK).values("task_id"))
     unacknowledged = redis.Redis(port=stack.redis.port).hlen
     first = wait_for(runs.count, timeout=30, message="beat sending the recovery job")
     wait_for(lambda: runs.count() > first and not unacknowledged("unacked"), timeout=30, interval=0.02)

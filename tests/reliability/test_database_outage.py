@@ -18,9 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from orders.models import Order, WorkflowStep
 from tasks_admin.models import DeadLetter, TaskRecord
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.support import wait_for
 
-from .harness import PgProxy, Stack
+from .harness import Stack
 from .scenarios import payloads, schedule_recovery, stock_up
 
 ORDERS = 60
@@ -86,7 +87,7 @@ def histogram(values: list[float], width: float = 0.2) -> str:
 def test_orders_complete_after_postgresql_is_unreachable_for_10_seconds(make_stack, record):
     stack = make_stack(env={**RETRY_POLICY, **PAUSE})
     db = urlsplit(stack.database_url)
-    proxy = PgProxy(db.hostname or "127.0.0.1", db.port or 5432)
+    proxy = TcpProxy(db.hostname or "127.0.0.1", db.port or 5432)
     try:
         stack.start(workers=0)
         workers_db = proxied(stack.database_url, proxy.port)

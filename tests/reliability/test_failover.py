@@ -26,9 +26,10 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from tasks_admin.models import SchedulerLock
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.support import wait_for
 
-from .harness import Audit, PgProxy, Stack
+from .harness import Audit, Stack
 from .network import Network, RabbitCluster, require_network_namespaces
 from .scenarios import payloads, schedule_recovery, stock_up
 from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
@@ -71,7 +72,7 @@ def hosts_stack(
     """The shop's processes, to be started on the hosts; PostgreSQL, the SMS gateway and the SMTP
     server on the `db` host's address."""
     database = urlsplit(database_url)
-    proxy = PgProxy(database.hostname or "127.0.0.1", database.port or 5432, listen=network.gateway)
+    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432, listen=network.gateway)
     auth = database.netloc.rpartition("@")[0]
     url = urlunsplit(database._replace(netloc=f"{auth}@{network.gateway}:{proxy.port}"))
     env = {"EMAIL_HOST": network.gateway, "CELERY_BROKER_QUEUE_TYPE": "quorum", "ALLOWED_HOSTS": network["web"].address}

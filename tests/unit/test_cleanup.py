@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
 from tasks_admin import cleanup
-from tasks_admin.models import TaskAction, TaskRecord
+from tasks_admin.models import ChordPart, TaskAction, TaskRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -107,6 +107,8 @@ def test_orphaned_chord_counters_are_deleted_live_ones_kept():
     one_retrying = chord_counter(record(state=states.RETRY, sent=timedelta(hours=3)).task_id)
     sent_lately = chord_counter(record(state=states.SUCCESS, sent=timedelta(minutes=10), finished=timedelta()).task_id)
     unreadable = ChordCounter.objects.create(group_id="g-bad", sub_tasks="not json", count=1)
+    for counter in (finished_long_ago, one_still_queued):  # a header task's report of each
+        ChordPart.objects.create(group_id=counter.group_id, task_id=str(uuid.uuid4()), state=states.SUCCESS)
 
     deleted = cleanup.cleanup_task_history()
 
@@ -115,3 +117,5 @@ def test_orphaned_chord_counters_are_deleted_live_ones_kept():
     assert {never_sent.pk, finished_long_ago.pk, unreadable.pk}.isdisjoint(
         ChordCounter.objects.values_list("pk", flat=True)
     )
+    # An orphaned counter's reports go with it; a live chord keeps its own.
+    assert list(ChordPart.objects.values_list("group_id", flat=True)) == [one_still_queued.group_id]

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from celery import states
+from celery.canvas import Signature
 from django.db import OperationalError
 from django_celery_results.models import ChordCounter, TaskResult
 
@@ -100,3 +101,116 @@ def test_a_header_task_reported_again_after_its_chord_fired_leaves_nothing_behin
 
     assert fired == [header.id]
     assert not ChordPart.objects.exists()
+
+
+def counter_of(group_id: str) -> int:
+    return ChordCounter.objects.get(group_id=group_id).count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_header_entry_that_ends_in_a_group_counts_each_of_its_tasks(monkeypatch):
+    # chord([chain(a, group(b, c))], callback): one header entry, two reports. Celery sets the
+    # real size (set_chord_size) while sending the header; without it the callback fired on
+    # b's report, and c's drove the counter below zero (its result then stored as FAILURE).
+    backend = ShopDatabaseBackend(app=app)
+    fired = []
+    monkeypatch.setattr(backend, "_fire", lambda request, group_id: fired.append(group_id))
+    entry, b, c, stray = (str(uuid.uuid4()) for _ in range(4))
+    header = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(entry)])
+    callback = tasks.confirm_order.si(str(uuid.uuid4()))
+    backend.apply_chord(header, callback)
+    backend.set_chord_size(header.id, 2)
+    assert counter_of(header.id) == 2
+
+    backend.on_chord_part_return(header_report(header.id, b, callback), states.SUCCESS, 1)
+    assert fired == [] and counter_of(header.id) == 1
+    backend.on_chord_part_return(header_report(header.id, c, callback), states.SUCCESS, 1)
+    assert fired == [header.id] and counter_of(header.id) == 0
+    # One report too many (a size Celery got wrong) is not counted: the counter stays at zero.
+    backend.on_chord_part_return(header_report(header.id, stray, callback), states.SUCCESS, 1)
+    assert fired == [header.id] and counter_of(header.id) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_size_of_a_chord_sent_again_counts_the_reports_already_made(monkeypatch):
+    # A redelivered chain step sends its chord again, from another process: the counter is kept,
+    # and the real size less the distinct reports already counted is what remains.
+    first, second = ShopDatabaseBackend(app=app), ShopDatabaseBackend(app=app)
+    monkeypatch.setattr(first, "_fire", lambda request, group_id: None)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    header = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(ids[0])])
+    callback = tasks.confirm_order.si(str(uuid.uuid4()))
+    first.apply_chord(header, callback)
+    first.set_chord_size(header.id, 3)
+    first.on_chord_part_return(header_report(header.id, ids[0], callback), states.SUCCESS, 1)
+
+    second.apply_chord(header, callback)
+    second.set_chord_size(header.id, 3)
+
+    assert counter_of(header.id) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_that_cannot_be_sent_is_a_callback_error_not_the_header_tasks(monkeypatch):
+    # A callback refused for a reason other than the broker being away (a missing queue, a bad
+    # argument): like django-celery-results, the callback is recorded as failed, and the last
+    # header task, which succeeded, is not blamed (on_chord_part_return used to raise in it).
+    backend = ShopDatabaseBackend(app=app)
+    only = str(uuid.uuid4())
+    header = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(only)])
+    callback = tasks.confirm_order.si(str(uuid.uuid4())).set(task_id=str(uuid.uuid4()))
+    backend.apply_chord(header, callback)
+
+    def refused(self, *args, **kwargs):
+        raise ValueError("queue 'nowhere' not found")
+
+    monkeypatch.setattr(Signature, "apply_async", refused)
+    backend.on_chord_part_return(header_report(header.id, only, callback), states.SUCCESS, 1)
+
+    failed = TaskResult.objects.get(task_id=callback.id)
+    assert failed.status == states.FAILURE
+    assert "Callback error" in failed.result and "nowhere" in failed.result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chord_failed_by_a_header_task_carries_the_tasks_exception():
+    backend = ShopDatabaseBackend(app=app)
+    broken = str(uuid.uuid4())
+    header = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(broken), app.AsyncResult(str(uuid.uuid4()))])
+    callback = tasks.confirm_order.si(str(uuid.uuid4())).set(task_id=str(uuid.uuid4()))
+    backend.apply_chord(header, callback)
+
+    backend.on_chord_part_return(
+        header_report(header.id, broken, callback), states.FAILURE, KeyError("the payment provider's answer")
+    )
+
+    failed = TaskResult.objects.get(task_id=callback.id)
+    assert f"Dependency {broken} raised KeyError" in failed.result
+    assert "the payment provider" in failed.result
+
+
+class ReadsElsewhere:
+    """A router sending reads of chord rows to a replica this test has not got."""
+
+    def db_for_read(self, model, **hints):
+        return "replica" if model in (ChordCounter, ChordPart) else None
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chord_reads_use_the_database_chord_writes_use(monkeypatch, settings):
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsElsewhere"]
+    backend = ShopDatabaseBackend(app=app)
+    only = str(uuid.uuid4())
+    header = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(only)])
+    callback = tasks.confirm_order.s().set(task_id=str(uuid.uuid4()))  # not immutable: reads the counter
+    backend.apply_chord(header, callback)
+    backend.store_result(only, 7, states.SUCCESS)
+    sent = []
+    monkeypatch.setattr(Signature, "apply_async", lambda self, args=(), *a, **kw: sent.append(args))
+
+    backend.on_chord_part_return(header_report(header.id, only, callback), states.SUCCESS, 7)
+
+    assert sent == [([7],)]

@@ -1,0 +1,67 @@
+"""tasks_admin/kombu_fixes.py on a real Redis: a channel closed after Celery 5.7 collected its
+connection keeps the worker alive and loses no message."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kombu
+import pytest
+import redis
+from kombu import Connection, Consumer, Exchange, Queue
+
+from shop import embedded_redis
+from tasks_admin import kombu_fixes
+from tests.fakes.smtp_server import free_port
+
+QUEUE = Queue("kombu-fixes", Exchange("kombu-fixes"), "kombu-fixes")
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    server = embedded_redis.start_on_port(port, tmp_path / "redis")
+    yield port
+    server.kill()
+    server.wait()
+
+
+def close_after_collect(port: int) -> tuple[Exception | None, int]:
+    """A consumer holds a message unacknowledged; its connection is collected, which drops the
+    transport's client (kombu/connection.py, `_do_close_transport`) before a channel of it is
+    closed, as Celery 5.7 does on a lost broker (collect, then close). What the close raised,
+    and how many messages Redis still holds unacknowledged."""
+    url = f"redis://127.0.0.1:{port}/0"
+    with Connection(url) as producer:
+        producer.Producer().publish({"n": 1}, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
+    connection = Connection(url)
+    channel = connection.channel()
+    held = []
+    Consumer(channel, [QUEUE], callbacks=[lambda body, message: held.append(message)], accept=["json"]).consume()
+    connection.drain_events(timeout=5)
+    assert held, "no message delivered"
+    connection.transport.client = None  # what collect() leaves behind, on the channel it did not close
+    raised = None
+    try:
+        channel.close()
+    except Exception as exc:
+        raised = exc
+    return raised, redis.Redis(port=port).hlen("unacked")
+
+
+def test_a_channel_closed_after_its_connection_was_collected_raises_nothing_and_keeps_its_messages(
+    redis_port: int,
+) -> None:
+    assert kombu_fixes.apply(), f"kombu {kombu.__version__}: check whether it still needs the fix, then list it"
+    raised, unacked = close_after_collect(redis_port)
+    assert raised is None, f"the close raised {raised!r}: the worker would exit"
+    assert unacked == 1, "the unacknowledged message must stay in Redis for the visibility timeout to restore"
+
+
+def test_without_the_fix_the_close_raises_attribute_error(redis_port: int) -> None:
+    """The bug is still there in this kombu: drop the fix (and the version) once this fails."""
+    kombu_fixes.apply(versions=frozenset())
+    try:
+        raised, _ = close_after_collect(redis_port)
+    finally:
+        kombu_fixes.apply()
+    assert isinstance(raised, AttributeError), raised
