@@ -28,7 +28,7 @@ run: setup
 	$(PRIVATE) DEBUG=$${DEBUG:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho -f Procfile.dev start
 
 test: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Failure injection with real processes; needs PostgreSQL (DATABASE_URL). Rewrites the
 # figures in docs/reliability.md from this run.

@@ -1,10 +1,12 @@
 """Fixtures shared by the suite. Workflow tests run a real `celery -A shop worker` on a real broker."""
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 
 from shop import embedded_redis
 from shop.celery import app as celery_app
@@ -89,6 +91,21 @@ def worker(worker_process, transactional_db, sms_gateway, request) -> Iterator[W
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print("---- worker log ----\n" + worker_process.log()[-6000:])
+    wait_until_quiet(worker_process)
+
+
+def wait_until_quiet(worker_process: WorkerProcess, bound: float = 15) -> None:
+    """Until the worker has logged nothing for a write-behind interval and a second: its last
+    task ended and its batch is flushed. The test database is emptied next (TRUNCATE), and a
+    worker still writing deadlocks with it, failing the test's teardown and leaving its rows to
+    the next test (seen with the messages of tests/integration/test_cancellation.py)."""
+    quiet = django_settings.WRITE_BEHIND_SECONDS + 1
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        idle = time.time() - worker_process.log_path.stat().st_mtime
+        if idle >= quiet:
+            return
+        time.sleep(quiet - idle)
 
 
 @pytest.fixture(autouse=True)

@@ -146,6 +146,7 @@ def test_cancel_after_shipment_is_refused_clearly(worker, client, sms_gateway):
     product = make_product(stock=5)
     order = place(client, order_payload((product, 1)))
     wait_for(lambda: status(order) == Order.Status.CONFIRMED, message="confirmed")
+    wait_for(lambda: order.notifications.filter(status=Notification.Status.SENT).count() == 2, message="told")
 
     response = cancel(client, order)
     page = client.post(f"/orders/{order.pk}/cancel/", {})
