@@ -19,6 +19,7 @@ from django.db import transaction
 
 from tasks_admin import history
 
+from . import workflow
 from .models import Order
 
 logger = logging.getLogger(__name__)
@@ -54,24 +55,12 @@ def start(order: Order) -> dict[str, str]:
     commits; return {step: task id}."""
     task_ids = {step: str(uuid.uuid4()) for step in STEPS}
     parent = {RELEASE: REFUND} | {step: RELEASE for step in TELL_AND_COUNT}
-    history.record_planned(
-        history.PlannedTask(
-            task_id=task_ids[step],
-            task_name=task_name(step),
-            args=[str(order.pk)],
-            subject=order,
-            root_id=task_ids[REFUND],
-            parent_id=task_ids[parent[step]] if step in parent else "",
-            chord_id=task_ids[FINISH] if step in TELL_AND_COUNT else "",
-            first=step == REFUND,
-        )
-        for step in STEPS
-    )
-    workflow = build(str(order.pk), task_ids, recorded=True)
+    workflow.record_planned(order, task_ids, REFUND, parent, chord={step: FINISH for step in TELL_AND_COUNT})
+    canvas = build(str(order.pk), task_ids, recorded=True)
 
     def send() -> None:
         try:
-            workflow.apply_async()
+            canvas.apply_async()
         except Exception:  # the broker is down: the order stays cancelling; staff or the recovery job send it
             logger.exception("Could not send the cancellation of order %s", order.number)
             history.forget_planned(task_ids.values())

@@ -100,18 +100,27 @@ def _record(order: Order, task_ids: Mapping[str, str]) -> None:
     """The workflow's tasks in the history, as the workers would have written them on sending
     each task: the charge queued, the rest waiting for the steps before them."""
     parent = {step: CHARGE for step in FULFIL} | {message: CONFIRM for message in MESSAGES}
+    record_planned(order, task_ids, CHARGE, parent, chord={step: CONFIRM for step in FULFIL})
+
+
+def record_planned(
+    order: Order, task_ids: Mapping[str, str], root: str, parent: Mapping[str, str], chord: Mapping[str, str]
+) -> None:
+    """An order's canvas in the task history before it is sent ({step: task id}): its `root` step
+    queued, each other step under its `parent` step and, in a chord's header, its callback's
+    (`chord`). Used by this workflow and the cancellation's (orders/cancellation_workflow.py)."""
     history.record_planned(
         history.PlannedTask(
             task_id=task_ids[step],
             task_name=task_name(step),
             args=[str(order.pk)],
             subject=order,
-            root_id=task_ids[CHARGE],
+            root_id=task_ids[root],
             parent_id=task_ids[parent[step]] if step in parent else "",
-            chord_id=task_ids[CONFIRM] if step in FULFIL else "",
-            first=step == CHARGE,
+            chord_id=task_ids[chord[step]] if step in chord else "",
+            first=step == root,
         )
-        for step in (*STEPS, *MESSAGES)
+        for step in task_ids
     )
 
 
