@@ -5,7 +5,8 @@ every statement through Django's database layer is counted, by kind, and so is e
 transaction (a write outside a transaction, or a commit after one). Each process adds its
 counts to a file of its own in BENCH_SQL_DIR when it exits. With BENCH_SQL_DETAIL set, each
 statement is also counted by its task, its transaction (autocommit or not) and its text's
-start: how docs/benchmarks.md's breakdown per task was made.
+start, and every write transaction by the task that committed it (`wtx.<task>`; the
+write-behind flusher's under None): how docs/benchmarks.md's breakdown per task was made.
 """
 
 import atexit
@@ -42,6 +43,8 @@ def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, conte
             _counts["write statements"] += 1
             if connection.get_autocommit():
                 _counts["write transactions"] += 1
+                if _DETAIL:
+                    _counts[f"wtx.{getattr(current_task, 'name', None)}"] += 1
             else:
                 connection._bench_wrote = True
     return execute(sql, params, many, context)
@@ -59,6 +62,8 @@ def _counted_commit(self: BaseDatabaseWrapper) -> None:
     if getattr(self, "_bench_wrote", False):
         with _lock:
             _counts["write transactions"] += 1
+            if _DETAIL:
+                _counts[f"wtx.{getattr(current_task, 'name', None)}"] += 1
         self._bench_wrote = False
     return _commit(self)
 

@@ -5,7 +5,7 @@ order's state before acting — nothing is shipped, counted or confirmed for an 
 paid — and guards its effect with a business key (the payment's idempotency key, a one-to-one
 shipment, a timestamp set by a conditional UPDATE, a notification key), so a retried or
 redelivered task never charges, ships, counts or sends twice. A step's success is recorded in
-the transaction of its effect.
+the transaction of its effect, and so is a chord step's report to the workflow's chord.
 
 The payment is the commit point. Before it, an order that stops is cancelled (declined card,
 unpaid, cancelled by staff) or failed (the charge failed for good), its stock released and its
@@ -25,6 +25,7 @@ from notifications import services as notifications
 from notifications.models import Notification
 from notifications.tasks import deliver_message
 from tasks_admin import history
+from tasks_admin.backend import atomic_with_chord_report
 from tasks_admin.sql import db_value
 
 from . import lifecycle, messages, stock, workflow
@@ -112,8 +113,9 @@ def charge_payment(order_id: str) -> str:
 
 def create_shipment(order_id: str) -> str:
     """Hand the paid order to the warehouse: one Shipment per order, under a random reference
-    that says nothing about the order (tests/security/test_message_security.py)."""
-    with transaction.atomic():
+    that says nothing about the order (tests/security/test_message_security.py). Its report to
+    the workflow's chord commits with it (see record_sales)."""
+    with atomic_with_chord_report():
         if _postgresql() and (reference := _create_shipment_at_once(order_id)):
             return reference
         order = locked(order_id)
@@ -155,8 +157,12 @@ def new_shipment_reference() -> str:
 
 
 def record_sales(order_id: str) -> bool:
-    """Add the paid order's units to the products' sales statistics, once."""
-    with transaction.atomic():
+    """Add the paid order's units to the products' sales statistics, once.
+
+    Run by its task in the workflow's chord, its report to the chord is counted in this
+    transaction too (tasks_admin/backend.py): the effect, the step's settlement and the report
+    commit together, and the callback is sent once they have."""
+    with atomic_with_chord_report():
         # On PostgreSQL the step is settled by the statement that counts them.
         settle = (
             settled_clause(order_id, "record_sales", when="EXISTS (SELECT 1 FROM claimed)") if _postgresql() else None

@@ -21,7 +21,7 @@ from celery import chain, chord, current_app, group
 from celery.canvas import Signature
 from django.db import transaction
 
-from tasks_admin import history, logcontext
+from tasks_admin import backend, history, logcontext
 from tasks_admin.history import RECORDED_HEADER, RETRY_OF_HEADER
 
 from .models import Order, WorkflowStep
@@ -62,8 +62,9 @@ def build(
     """The canvas for an order, leaving out the fulfilment steps in `done`.
 
     `task_ids` names the id of every step and message to send; `replaces` maps a step to the
-    task id it runs again (the task history links the two); `recorded`: the tasks are in the
-    task history already (RECORDED_HEADER).
+    task id it runs again (the task history links the two); `recorded`: the tasks are recorded
+    in the task history by the caller's transaction (RECORDED_HEADER), which then also writes
+    the chord's counter (backend.planned_chord): the charge's worker does not.
     """
 
     def signature(step: str) -> Signature:
@@ -78,13 +79,16 @@ def build(
     confirm.link(group(signature(message) for message in MESSAGES))
     parts = [signature(CHARGE)] if CHARGE not in done else []
     header = [signature(step) for step in FULFIL if step not in done]
-    parts.append(chord(header, confirm) if header else confirm)
+    if header:
+        parts.append(backend.planned_chord(header, confirm) if recorded else chord(header, confirm))
+    else:
+        parts.append(confirm)
     return chain(*parts).on_error(current_app.signature(task_name(ON_ERROR), args=(order_id,), immutable=True))
 
 
 def start(order: Order) -> None:
-    """Create the order's steps, record its workflow's tasks, and send the workflow once the
-    surrounding transaction commits."""
+    """Create the order's steps, record its workflow's tasks and its chord's counter, and send
+    the workflow once the surrounding transaction commits."""
     task_ids = create_steps(order) | {message: str(uuid.uuid4()) for message in MESSAGES}
     workflow = build(str(order.pk), task_ids, recorded=True)
     _record(order, task_ids)
@@ -92,6 +96,7 @@ def start(order: Order) -> None:
     def send() -> None:
         if not publish(order, workflow):  # nothing was sent: nothing is queued
             history.forget_planned(task_ids.values())
+            backend.forget_planned_chord(task_ids[CONFIRM])
 
     transaction.on_commit(send)
 

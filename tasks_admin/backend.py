@@ -33,23 +33,37 @@ chords through ChordCounter), with changes the failure-injection suite forced.
    errors are stored, CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED); the removal of a fired
    chord's rows is written with the worker's next batch (tasks_admin/writebehind.py). On
    PostgreSQL a header task's report is one statement (the part's INSERT and the count-down
-   in one WITH).
+   in one WITH). A chord whose header tasks are recorded in the history before it is sent
+   can have its counter written by that same transaction (`planned_chord`): the worker that
+   sends the chord then writes nothing for it. And a header task whose effect is one
+   transaction can count its report in it (`atomic_with_chord_report`): its effect and its
+   report commit together, in one commit instead of two.
 """
 
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
-from celery import states
-from celery.canvas import maybe_signature
+from celery import chord, current_task, states
+from celery.canvas import Signature, maybe_signature
 from celery.exceptions import ChordError, SoftTimeLimitExceeded
-from celery.result import GroupResult
+from celery.result import AsyncResult, GroupResult
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections, router, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    router,
+    transaction,
+)
 from django_celery_results.backends.database import DatabaseBackend, trigger_callback
 from django_celery_results.models import ChordCounter
 from kombu.exceptions import OperationalError as BrokerError
@@ -89,6 +103,58 @@ _CREATE_COUNTER = (
 )
 
 
+# On a planned chord's callback (its options' headers): the chord's counter was written when the
+# canvas was built, at this size, under the callback's task id (planned_chord).
+PLANNED_CHORD_HEADER = "shop_chord_planned"
+
+
+def planned_chord(header: list[Signature], body: Signature) -> chord:
+    """A chord whose counter is written now, in the caller's transaction, instead of by the worker
+    that sends the chord (apply_chord): one write transaction fewer in the worker. For a canvas
+    sent once that transaction commits and whose header tasks are recorded in the history with
+    it (history.record_planned): the cleanup of orphaned counters keeps a counter whose header
+    is planned or live. Each header entry is a single task, and every task its id.
+
+    Celery picks the chord's group id only when the canvas is sent, so the counter and its
+    reports are keyed by the callback's task id instead (known now, and the same when the chord
+    is sent again); the callback's options say so (PLANNED_CHORD_HEADER), and `_chord_key`
+    reads it from each report. The counter starts at the header's size; should Celery count
+    another size when it sends the header, set_chord_size corrects it."""
+    if not header or not body.id or any(sig.subtask_type or not sig.id for sig in header):
+        raise ValueError("A planned chord's header is single tasks; each task, and its callback, has its id.")
+    sub_tasks = json.dumps([AsyncResult(sig.id).as_tuple() for sig in header])
+    with connections[_chord_db()].cursor() as cursor:
+        cursor.execute(_CREATE_COUNTER, [body.id, sub_tasks, len(header)])
+    body = body.clone()
+    body.options["headers"] = {**(body.options.get("headers") or {}), PLANNED_CHORD_HEADER: len(header)}
+    return chord(header, body)
+
+
+def forget_planned_chord(callback_id: str) -> None:
+    """Remove the counter of a planned chord that could not be sent after all (broker down), as
+    history.forget_planned does its tasks: whoever sends the canvas later writes a new one.
+    Best effort: a counter left behind is an orphan the cleanup removes."""
+    try:
+        ChordCounter.objects.using(_chord_db()).filter(group_id=callback_id).delete()
+    except (DatabaseError, InterfaceError):
+        logger.warning("Could not remove the counter of planned chord %s", callback_id, exc_info=True)
+
+
+def _planned(body) -> tuple[str, int] | None:
+    """A planned chord's key (its callback's task id) and the size its counter was written with."""
+    if body is None:
+        return None
+    options = body.get("options") or {}
+    size = (options.get("headers") or {}).get(PLANNED_CHORD_HEADER)
+    return (options["task_id"], size) if size and options.get("task_id") else None
+
+
+def _chord_key(request) -> str:
+    """The key of the chord a header task reports to: its group id, or a planned chord's own."""
+    planned = _planned(request.chord)
+    return planned[0] if planned else request.group
+
+
 _FORGET_CHORDS = (
     f"WITH parts AS (DELETE FROM {ChordPart._meta.db_table} WHERE group_id = ANY(%s)) "
     f"DELETE FROM {ChordCounter._meta.db_table} WHERE group_id = ANY(%s)"
@@ -122,6 +188,57 @@ def set_write_deadline(task_id: str, task, **kw) -> None:
 
 def forget_write_deadline(task_id: str, **kw) -> None:
     _running.task = None
+    _running.counted = None
+
+
+@contextmanager
+def atomic_with_chord_report(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """`transaction.atomic(using)` that also carries the running task's report to its chord, when
+    that task is a chord header task in a worker and the block ends without an error: the
+    task's writes and its report commit together or not at all, in one commit instead of two,
+    and no crash falls between them. If the report was the last, the callback is sent as soon
+    as that transaction commits (as a report counted on its own sent it as soon as it was
+    counted); Celery's report when the task returns (on_chord_part_return) then writes nothing.
+    A block that raises rolls its report back with its writes: the task reports as usual.
+
+    For the one transaction of a task that holds its effect (orders/services.py's steps in the
+    workflow's chord). Outside a chord, eagerly, or with chords kept on another database than
+    `using`, it is `transaction.atomic(using)`."""
+    with transaction.atomic(using=using):
+        yield
+        _count_running_report(using)
+
+
+def _count_running_report(using: str) -> None:
+    task = current_task
+    request = getattr(task, "request", None)
+    if request is None or not (request.chord and request.group and request.id) or request.is_eager:
+        return
+    chords = task.backend
+    if not isinstance(chords, ShopDatabaseBackend) or _chord_db() != using:
+        return
+    key, task_id = _chord_key(request), request.id
+    if _counted_already(key, task_id, keep=True) is not None:
+        return  # a second such block in the same run: counted once
+    outcome = chords._count_part(key, task_id, states.SUCCESS)
+
+    def counted() -> None:
+        _running.counted = (key, task_id, outcome)
+        if outcome == 0:
+            chords._fire(request, key)
+
+    transaction.on_commit(counted, using=using, robust=True)
+
+
+def _counted_already(group_id: str, task_id: str, keep: bool = False) -> int | str | None:
+    """The count a task's report made with its writes (atomic_with_chord_report), if it did;
+    forgotten once read unless `keep`."""
+    counted = getattr(_running, "counted", None)
+    if not keep:
+        _running.counted = None
+    if counted and counted[:2] == (group_id, task_id):
+        return counted[2]
+    return None
 
 
 def _write_deadline(task_id: str | None) -> float:
@@ -148,6 +265,9 @@ class ShopDatabaseBackend(DatabaseBackend):
         # Chords this backend (one per thread) created, and the count each started at, until
         # Celery sets their real size (set_chord_size, called right after by the same thread).
         self._created_chords: dict[str, int] = {}
+        # Likewise planned chords (planned_chord), whose counter was written with the canvas:
+        # {group id: (key, size)}.
+        self._planned_chords: dict[str, tuple[str, int]] = {}
 
     def exception_safe_to_retry(self, exc: Exception) -> bool:
         """For Celery's own retry loop (reads): an unreachable database is worth another try."""
@@ -167,10 +287,14 @@ class ShopDatabaseBackend(DatabaseBackend):
         return encoded
 
     def apply_chord(self, header_result_args, body, **kwargs) -> None:
-        """Create the chord's counter once (ON CONFLICT DO NOTHING)."""
+        """Create the chord's counter once (ON CONFLICT DO NOTHING); a planned chord's exists
+        already (planned_chord): nothing to write."""
         header_result = header_result_args
         if not isinstance(header_result, GroupResult):
             header_result = self.app.GroupResult(*header_result_args)
+        if planned := _planned(body):
+            self._planned_chords[header_result.id] = planned
+            return
         results = [r.as_tuple() for r in header_result]
         row = [header_result.id, json.dumps(results), body.get("chord_size") or len(results)]
         task = self.app.current_worker_task
@@ -198,6 +322,10 @@ class ShopDatabaseBackend(DatabaseBackend):
         started_at = self._created_chords.pop(group_id, None)
         if started_at == chord_size:
             return  # the common case (every entry a task): no statement
+        if planned := self._planned_chords.pop(group_id, None):
+            group_id = planned[0]
+            if planned[1] == chord_size:
+                return  # its counter was written at this size with the canvas
         task = self.app.current_worker_task
         resized = self._write(
             f"set the size of chord {group_id}",
@@ -222,9 +350,11 @@ class ShopDatabaseBackend(DatabaseBackend):
             return bool(counters.update(count=max(chord_size - counted, 0)))
 
     def on_chord_part_return(self, request, state: str, result, **kwargs) -> None:
-        group_id, task_id = request.group, request.id
+        group_id, task_id = request.group and _chord_key(request), request.id
         if not group_id or not task_id:
             return
+        if _counted_already(group_id, task_id) is not None:
+            return  # reported with the task's writes, and the callback sent if it was the last
         if state != states.SUCCESS:
             self._fail(request, group_id, task_id, state, result)
             return

@@ -15,13 +15,14 @@ from django.db import models, transaction
 from django.utils import timezone
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
-from .models import ChordPart, TaskRecord
+from .models import PLANNED, ChordPart, TaskRecord
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
-# A chord header task in one of these states may still finish and count the chord down.
-LIVE_STATES = (states.PENDING, states.STARTED, states.RETRY)
+# A chord header task in one of these states may still finish and count the chord down (a
+# planned one waits for the steps before it: its chord's counter is written with its canvas).
+LIVE_STATES = (PLANNED, states.PENDING, states.STARTED, states.RETRY)
 # ...and so may one sent this recently, whatever its state says.
 CHORD_GRACE = timedelta(hours=1)
 

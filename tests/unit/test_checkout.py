@@ -6,6 +6,7 @@ import pytest
 from celery import states
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django_celery_results.models import ChordCounter
 
 from notifications.models import Notification
 from orders import workflow
@@ -14,6 +15,7 @@ from orders.errors import CheckoutError, InsufficientStock, UnknownProduct
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from orders.payments import InvalidCard
 from shop.models import Product
+from tasks_admin.cleanup import header_task_ids
 from tasks_admin.models import PLANNED, TaskRecord
 from tests.factories import GOOD_CARD, make_product
 from tests.support import WORKFLOW_STEPS, WORKFLOW_TASKS
@@ -256,6 +258,17 @@ def test_place_order_records_the_charge_as_queued_and_the_rest_of_the_workflow_a
     assert {r.root_id for r in records.values()} == {records["charge_payment"].task_id}
 
 
+def test_place_order_writes_the_workflows_chord_counter_with_the_order():
+    # Written by the checkout's transaction, keyed by the callback's task id: the charge's worker,
+    # which sends the chord, writes nothing for it (one commit fewer per order).
+    order = place([(make_product().sku, 1)])
+
+    steps = dict(order.steps.values_list("name", "task_id"))
+    counter = ChordCounter.objects.get(group_id=steps["confirm_order"])
+    assert counter.count == 2
+    assert header_task_ids(counter) == [steps["create_shipment"], steps["record_sales"]]
+
+
 def test_place_order_tells_the_customer_nothing_yet():
     # Messages follow the outcome: nothing is queued until the order is confirmed or stopped.
     order = place([(make_product().sku, 1)])
@@ -315,3 +328,4 @@ def test_a_workflow_the_broker_could_not_take_leaves_no_task_in_the_history(
     assert stock_of(mug) == [4]
     # ...but nothing of a workflow that was never sent shows in the task console.
     assert list(TaskRecord.objects.about(order).values_list("task_name", "state")) == []
+    assert not ChordCounter.objects.exists()

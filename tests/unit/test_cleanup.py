@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
 from tasks_admin import cleanup
-from tasks_admin.models import ChordPart, TaskAction, TaskRecord
+from tasks_admin.models import PLANNED, ChordPart, TaskAction, TaskRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +105,8 @@ def test_orphaned_chord_counters_are_deleted_live_ones_kept():
         record(state=states.PENDING, sent=timedelta(hours=3)).task_id,
     )
     one_retrying = chord_counter(record(state=states.RETRY, sent=timedelta(hours=3)).task_id)
+    # A planned chord (its counter written with the canvas) whose header waits for a slow step.
+    waiting = chord_counter(record(state=PLANNED, sent=timedelta(hours=3)).task_id)
     sent_lately = chord_counter(record(state=states.SUCCESS, sent=timedelta(minutes=10), finished=timedelta()).task_id)
     unreadable = ChordCounter.objects.create(group_id="g-bad", sub_tasks="not json", count=1)
     for counter in (finished_long_ago, one_still_queued):  # a header task's report of each
@@ -113,7 +115,7 @@ def test_orphaned_chord_counters_are_deleted_live_ones_kept():
     deleted = cleanup.cleanup_task_history()
 
     assert deleted["chord_counters"] == 3
-    assert set(ChordCounter.objects.all()) == {one_still_queued, one_retrying, sent_lately}
+    assert set(ChordCounter.objects.all()) == {one_still_queued, one_retrying, waiting, sent_lately}
     assert {never_sent.pk, finished_long_ago.pk, unreadable.pk}.isdisjoint(
         ChordCounter.objects.values_list("pk", flat=True)
     )

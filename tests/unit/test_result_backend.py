@@ -12,7 +12,8 @@ from django_celery_results.models import ChordCounter, TaskResult
 
 from orders import tasks
 from shop.celery import app
-from tasks_admin.backend import ShopDatabaseBackend
+from tasks_admin.backend import ShopDatabaseBackend, planned_chord
+from tasks_admin.cleanup import header_task_ids
 from tasks_admin.models import ChordPart
 
 
@@ -214,3 +215,74 @@ def test_chord_reads_use_the_database_chord_writes_use(monkeypatch, settings):
     backend.on_chord_part_return(header_report(header.id, only, callback), states.SUCCESS, 7)
 
     assert sent == [([7],)]
+
+
+def planned_workflow_chord():
+    """The order workflow's chord as the checkout plans it: its counter written now, keyed by the
+    callback's task id (the group id is Celery's to pick when the chord is sent)."""
+    shipment, sales = (
+        step.si(str(uuid.uuid4())).set(task_id=str(uuid.uuid4()))
+        for step in (tasks.create_shipment, tasks.record_sales)
+    )
+    callback = tasks.confirm_order.si(str(uuid.uuid4())).set(task_id=str(uuid.uuid4()))
+    planned = planned_chord([shipment, sales], callback)
+    return planned, [shipment.id, sales.id], callback.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_planned_chord_is_sent_without_a_statement_and_fires_once(monkeypatch, django_assert_num_queries):
+    # The checkout writes the workflow's chord counter (one commit fewer in the charge's worker):
+    # sending the chord then writes nothing, and the reports count that counter down, once each.
+    backend = ShopDatabaseBackend(app=app)
+    fired = []
+    monkeypatch.setattr(backend, "_fire", lambda request, group_id: fired.append(group_id))
+    planned, header_ids, key = planned_workflow_chord()
+    assert counter_of(key) == 2
+    assert header_task_ids(ChordCounter.objects.get(group_id=key)) == header_ids  # the orphan cleanup reads them
+    body = planned.body
+    sent = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(task_id) for task_id in header_ids])
+
+    with django_assert_num_queries(0):
+        backend.apply_chord(sent, body)
+        backend.set_chord_size(sent.id, 2)
+    for task_id in (header_ids[0], header_ids[0], header_ids[1]):  # the first one delivered twice
+        backend.on_chord_part_return(header_report(sent.id, task_id, body), states.SUCCESS, 1)
+
+    assert fired == [key] and counter_of(key) == 0
+    assert not ChordCounter.objects.filter(group_id=sent.id).exists()
+    # Sent again (the charge redelivered): still nothing written, and the callback does not fire again.
+    backend.apply_chord(sent, body)
+    backend.set_chord_size(sent.id, 2)
+    backend.on_chord_part_return(header_report(sent.id, header_ids[1], body), states.SUCCESS, 1)
+    assert fired == [key] and counter_of(key) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_planned_chord_of_another_size_is_resized_by_the_reports_it_counted(monkeypatch):
+    backend = ShopDatabaseBackend(app=app)
+    monkeypatch.setattr(backend, "_fire", lambda request, group_id: None)
+    planned, header_ids, key = planned_workflow_chord()
+    sent = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(task_id) for task_id in header_ids])
+    backend.on_chord_part_return(header_report(sent.id, header_ids[0], planned.body), states.SUCCESS, 1)
+
+    backend.apply_chord(sent, planned.body)
+    backend.set_chord_size(sent.id, 3)  # as Celery would count a header entry ending in a group of two
+
+    assert counter_of(key) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_planned_chord_failed_by_a_header_task_calls_its_error_callback_once(monkeypatch):
+    backend = ShopDatabaseBackend(app=app)
+    failed = []
+    monkeypatch.setattr(backend, "chord_error_from_stack", lambda callback, exc: failed.append(exc))
+    planned, header_ids, key = planned_workflow_chord()
+    sent = app.GroupResult(str(uuid.uuid4()), [app.AsyncResult(task_id) for task_id in header_ids])
+    backend.apply_chord(sent, planned.body)
+
+    for task_id in (header_ids[0], header_ids[0]):  # redelivered after failing
+        backend.on_chord_part_return(header_report(sent.id, task_id, planned.body), states.FAILURE, RuntimeError("x"))
+    backend.on_chord_part_return(header_report(sent.id, header_ids[1], planned.body), states.SUCCESS, 1)
+
+    assert len(failed) == 1
+    assert not ChordCounter.objects.filter(group_id=key).exists()

@@ -1,11 +1,15 @@
 """Retry backoff, and the WorkflowStep record each step task keeps (task functions called directly)."""
 
+import uuid
+
 import pytest
 from celery import states
+from celery._state import _task_stack
 from celery.exceptions import Ignore
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_celery_results.models import ChordCounter
 
 from notifications.models import Notification
 from notifications.tasks import deliver_message
@@ -13,9 +17,10 @@ from orders import services, tasks, workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, Shipment, WorkflowStep
 from orders.payments import DemoGateway, PaymentDeclined
+from tasks_admin import backend
 from tasks_admin.base import retry_countdown, whole_seconds
 from tasks_admin.errors import TransientProviderError
-from tasks_admin.models import TaskRecord
+from tasks_admin.models import ChordPart, TaskRecord
 from tests.factories import DECLINED_CARD, GOOD_CARD, make_product, reach
 from tests.fakes.sms_gateway import FakeSmsGateway
 
@@ -363,3 +368,65 @@ def test_a_step_staff_revoked_is_refused_by_its_held_order_without_a_revoke_quer
 def test_a_countdown_for_native_delayed_delivery_is_rounded_up_to_whole_seconds(countdown, sent):
     """Celery truncates it and refuses one under a second; rounding up never retries sooner than asked."""
     assert whole_seconds(countdown) == sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chord_steps_report_commits_with_its_effect_or_not_at_all(local_providers, monkeypatch):
+    # The shipment and the sales count report to the workflow's chord in the transaction of their
+    # effect, and the callback is sent once the last commits: a crash after an effect can no
+    # longer leave the chord a report short, and the pair is one commit. Celery's report after
+    # the task returns then writes nothing.
+    monkeypatch.setattr(workflow, "publish", lambda order, canvas: True)  # the test runs the steps itself
+    order = paid()
+    steps = dict(order.steps.values_list("name", "task_id"))
+    key = steps["confirm_order"]
+    # The chord as the checkout planned it (its counter written with the order: written again, a no-op).
+    header = [getattr(tasks, name).si(str(order.pk)).set(task_id=steps[name]) for name in workflow.FULFIL]
+    callback = backend.planned_chord(header, tasks.confirm_order.si(str(order.pk)).set(task_id=key)).body
+    group_id, fired = str(uuid.uuid4()), []
+    chords = tasks.create_shipment.backend
+    monkeypatch.setattr(chords, "_fire", lambda request, group_id: fired.append(group_id))
+
+    def run_in_the_chord(task):
+        """As a worker runs a header task of the chord: the task current, its request naming the chord."""
+        task.push_request(id=steps[task.name.rpartition(".")[2]], group=group_id, chord=dict(callback))
+        _task_stack.push(task)
+        try:
+            return task(str(order.pk)), task.request
+        finally:
+            _task_stack.pop()
+            task.pop_request()
+
+    def counter() -> int:
+        return ChordCounter.objects.get(group_id=key).count
+
+    # The report fails (the database gone, the process dying) after the step's effect: neither is kept.
+    count_part = chords._count_part
+    monkeypatch.setattr(chords, "_count_part", lambda *args: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        run_in_the_chord(tasks.create_shipment)
+    assert not Shipment.objects.filter(order=order).exists()
+    assert counter() == 2 and not ChordPart.objects.exists()
+
+    # Run again (redelivered): the shipment and its report, together.
+    monkeypatch.setattr(chords, "_count_part", count_part)
+    reference, request = run_in_the_chord(tasks.create_shipment)
+    assert Shipment.objects.get(order=order).reference == reference
+    assert counter() == 1 and fired == []
+    assert list(ChordPart.objects.values_list("group_id", "task_id")) == [(key, steps["create_shipment"])]
+    with CaptureQueriesContext(connection) as queries:
+        chords.on_chord_part_return(request, states.SUCCESS, reference)
+    assert queries.captured_queries == [] and fired == []
+
+    # The last report: the callback is sent as its transaction commits, before the task returns.
+    counted, request = run_in_the_chord(tasks.record_sales)
+    assert counted and fired == [key] and counter() == 0
+    with CaptureQueriesContext(connection) as queries:
+        chords.on_chord_part_return(request, states.SUCCESS, counted)
+    assert queries.captured_queries == [] and fired == [key]
+    assert step(order, "create_shipment").state == step(order, "record_sales").state == State.SUCCESS
+
+    # A duplicate delivery of a step whose report counted: nothing counted twice, nothing sent again.
+    _, request = run_in_the_chord(tasks.record_sales)
+    chords.on_chord_part_return(request, states.SUCCESS, False)
+    assert fired == [key] and counter() == 0 and ChordPart.objects.count() == 2
