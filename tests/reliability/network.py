@@ -268,6 +268,16 @@ class RabbitCluster:
                 raise TimeoutError(f"nodes {sorted(expected)} not all running after {timeout}s")
             time.sleep(1)
 
+    def connections_from(self, address: str) -> int:
+        """Client connections the cluster holds open from a host's address, asked of any running node."""
+        for name in self.processes:
+            try:
+                rows = json.loads(self.ctl(name, "list_connections", "peer_host", "--formatter", "json"))
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+                continue
+            return sum(row["peer_host"] == address for row in rows)
+        raise RuntimeError("no RabbitMQ node answered")
+
     def leader(self, queue: str, via: str) -> str:
         """The host whose node leads the quorum queue (the one holding its Raft log's leader)."""
         rows = json.loads(self.ctl(via, "list_queues", "name", "leader", "--formatter", "json"))
