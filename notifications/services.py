@@ -10,11 +10,14 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from tasks_admin.errors import PermanentProviderError, TransientProviderError
+from tasks_admin.history import RECORDED_HEADER
 from tasks_admin.sql import db_value
 
 from .email import send_email as send_with_django_mail
@@ -22,6 +25,8 @@ from .models import Notification
 from .sms import get_sms_provider
 
 logger = logging.getLogger(__name__)
+
+RECORD_SENT_TASK = "notifications.tasks.record_sent"
 
 _TABLE = Notification._meta.db_table
 _QUEUED_COLUMNS = ("id", "order_id", "channel", "recipient", "subject", "body", "html_body", "attempts")
@@ -170,11 +175,39 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
 
 
+def record_sent(key: str, provider_message_id: str) -> bool:
+    """The provider took the message under `key` (its sender could not record it): sent it is."""
+    unrecorded = Notification.objects.filter(idempotency_key=key).exclude(status=Notification.Status.SENT)
+    return bool(
+        unrecorded.update(
+            status=Notification.Status.SENT,
+            provider_message_id=provider_message_id,
+            sent_at=timezone.now(),
+            error="",
+            locked_until=None,
+        )
+    )
+
+
+def _record_through_the_broker(key: str, provider_message_id: str) -> None:
+    """Hand the record to whichever worker reaches the database (notifications.tasks.record_sent):
+    this host may have lost the database alone, and its sender may be killed at its time limit
+    before it can write; the lease would then lapse and another worker send the message again
+    (tests/reliability/test_failover.py, scenario 20). Sent by name: the task module imports this one.
+    Its task history is left to the worker that runs it (RECORDED_HEADER): recording it here would
+    wait on the database this host cannot reach."""
+    try:
+        current_app.send_task(RECORD_SENT_TASK, args=[key, provider_message_id], headers={RECORDED_HEADER: True})
+    except BrokerError as exc:  # both away: the wait below is all there is
+        logger.warning("%s was sent; the broker could not take its record either: %s", key, exc)
+
+
 def _record_sent(notification: Notification, provider_message_id: str, wait: float) -> None:
     """Record that the provider took the message, riding out up to `wait` seconds of database
-    outage (a soft time limit ends it sooner). Raising instead would retry the task, and the
-    retry would send the message again once the lease lapsed: an SMTP server, unlike the SMS
-    gateway, has no idempotency key to drop the repeat (tests/reliability/test_database_outage.py)."""
+    outage (a soft time limit ends it sooner), and, from the first failure, through the broker
+    too. Raising instead would retry the task, and the retry would send the message again once
+    the lease lapsed: an SMTP server, unlike the SMS gateway, has no idempotency key to drop the
+    repeat (tests/reliability/test_database_outage.py)."""
     deadline, pause = time.monotonic() + wait, 0.05
     while True:
         try:
@@ -190,10 +223,11 @@ def _record_sent(notification: Notification, provider_message_id: str, wait: flo
         except (OperationalError, InterfaceError) as exc:
             if connection.in_atomic_block or time.monotonic() + pause > deadline:
                 raise
+            connection.close()  # the outage broke it: reconnect on the next attempt
             if pause == 0.05:
                 key = notification.idempotency_key
                 logger.warning("%s was sent; recording it waits for the database: %s", key, exc)
-            connection.close()  # the outage broke it: reconnect on the next attempt
+                _record_through_the_broker(key, provider_message_id)
             time.sleep(pause)
             pause = min(2 * pause, 0.5)
 

@@ -23,3 +23,10 @@ class DeliveryTask(RetryingTask):
 def deliver_message(key: str) -> int:
     """Send the message queued under the business `key`, once; return its Notification id."""
     return services.deliver(key).pk
+
+
+@shared_task
+def record_sent(key: str, provider_message_id: str) -> bool:
+    """Record a message its sender sent but could not record (services.record_sent): retried
+    until a worker that reaches the database runs it."""
+    return services.record_sent(key, provider_message_id)

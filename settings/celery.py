@@ -20,6 +20,13 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # the network without closing its connection, and hands its unacknowledged messages to another
 # (tests/reliability/test_failover.py). Celery's default is 120.
 CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 120)
+# How often a worker checks it can reach the database; while it cannot, it consumes nothing and
+# the workers that can take its share (tasks_admin/database_guard.py). 0: never checks.
+DB_GUARD_SECONDS = env_float("DB_GUARD_SECONDS", 5.0)
+# How long one attempt waits for a broker node's TCP handshake (Celery's default: 4 s). A node that
+# is down answers at once (refused); one behind a partition never answers, and a checkout would
+# wait this long per attempt (tests/reliability/test_failover.py, scenario 21; Redis: scenario 24).
+CELERY_BROKER_CONNECTION_TIMEOUT = env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 1.0)
 # ...while a checkout that cannot publish gives up within about a second: the order is
 # kept (pending) and the stuck-workflow recovery sends its workflow once the broker is back.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
@@ -110,7 +117,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 1800),
     "unacked_restore_interval": env_int("CELERY_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_RESTORE_THROTTLE", 10),
-    "socket_connect_timeout": 2,  # an unreachable broker fails fast instead of hanging a checkout
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,  # Redis's own name for the same bound
 }
 
 # Queues per workload. A plain `celery -A shop worker` consumes all of them; in

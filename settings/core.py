@@ -99,6 +99,25 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_IDLE
     timeout_ms = int(DB_IDLE_IN_TRANSACTION_TIMEOUT * 1000)
     options["options"] = f"{options.get('options', '')} -c idle_in_transaction_session_timeout={timeout_ms}".strip()
 
+# The other side of the same partition: a process whose host cannot reach PostgreSQL would wait
+# for its packets for as long as TCP retries (a connection attempt about two minutes, a query on an
+# open connection about fifteen). libpq gives up on a connection attempt after DB_CONNECT_TIMEOUT
+# and on an open connection whose data goes unacknowledged (or whose keepalives go unanswered while
+# it waits for a result) after DB_NETWORK_TIMEOUT seconds: the task fails with OperationalError and
+# is retried, on whichever host takes it (tests/reliability/test_failover.py, scenario 20). Neither
+# bounds a slow query: a server that acknowledges its packets is never given up on.
+DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 5)
+DB_NETWORK_TIMEOUT = env_int("DB_NETWORK_TIMEOUT", 20)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=DB_CONNECT_TIMEOUT,
+        tcp_user_timeout=DB_NETWORK_TIMEOUT * 1000,
+        keepalives=1,
+        keepalives_idle=max(1, DB_NETWORK_TIMEOUT // 2),
+        keepalives_interval=max(1, DB_NETWORK_TIMEOUT // 8),
+        keepalives_count=4,
+    )
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

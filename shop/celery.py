@@ -9,6 +9,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
 from tasks_admin import kombu_fixes
+from tasks_admin.database_guard import DatabaseGuard
 
 from . import telemetry
 
@@ -23,6 +24,8 @@ app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
 # Every Celery setting lives in settings/celery.py as CELERY_<NAME>.
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# A worker that cannot reach the database stops taking tasks until it can (DB_GUARD_SECONDS).
+app.steps["consumer"].add(DatabaseGuard)
 
 
 # Tracing (shop/telemetry.py), where each process may start it: a prefork pool process after the

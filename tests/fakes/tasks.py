@@ -42,8 +42,18 @@ def sleep_for(seconds: float) -> float:
     return seconds
 
 
+@shared_task(bind=True)
+def hold_until_released(self, tag: str) -> int:
+    """Records each run (read them with `runs`), then returns only once FAKE_TASKS_DIR/release-<tag> exists."""
+    with (_dir() / f"runs-{tag}").open("a") as log:
+        log.write(f"{self.request.retries} {time.time()}\n")
+    while not (_dir() / f"release-{tag}").exists():
+        time.sleep(0.05)
+    return self.request.retries
+
+
 def runs(tag: str, directory: Path | None = None) -> list[tuple[int, float]]:
-    """(retries, wall-clock time) of each run of retry_with_countdown with this tag, in order,
+    """(retries, wall-clock time) of each run of retry_with_countdown (or hold_until_released) with this tag, in order,
     from FAKE_TASKS_DIR or the `directory` the worker was given as its FAKE_TASKS_DIR."""
     path = (directory or _dir()) / f"runs-{tag}"
     lines = path.read_text().splitlines() if path.exists() else []

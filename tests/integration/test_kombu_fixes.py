@@ -1,5 +1,6 @@
 """tasks_admin/kombu_fixes.py on a real Redis: a channel closed after Celery 5.7 collected its
-connection keeps the worker alive and loses no message."""
+connection keeps the worker alive and loses no message, and a message of that channel acknowledged
+afterwards (a task that ended after its worker reconnected) leaves Redis, without an error."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +9,7 @@ import kombu
 import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Queue
+from kombu.message import Message
 
 from shop import embedded_redis
 from tasks_admin import kombu_fixes
@@ -25,7 +27,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
     server.wait()
 
 
-def close_after_collect(port: int) -> tuple[Exception | None, int]:
+def close_after_collect(port: int) -> tuple[Exception | None, int, Message]:
     """A consumer holds a message unacknowledged; its connection is collected, which drops the
     transport's client (kombu/connection.py, `_do_close_transport`) before a channel of it is
     closed, as Celery 5.7 does on a lost broker (collect, then close). What the close raised,
@@ -45,14 +47,28 @@ def close_after_collect(port: int) -> tuple[Exception | None, int]:
         channel.close()
     except Exception as exc:
         raised = exc
-    return raised, redis.Redis(port=port).hlen("unacked")
+    return raised, redis.Redis(port=port).hlen("unacked"), held[0]
+
+
+def ack_after_close(port: int) -> tuple[Exception | None, int]:
+    """The message of a channel closed for good after its connection was collected (with the first
+    fix: kombu dropped the channel's pools and its connection) is acknowledged, as Celery does when
+    the task ends after the worker reconnected. What the acknowledgement raised, and how many
+    messages Redis still holds unacknowledged."""
+    raised, _, message = close_after_collect(port)
+    assert raised is None and message.channel.connection is None, "the channel must be closed for good"
+    try:
+        message.ack()
+    except Exception as exc:
+        return exc, redis.Redis(port=port).hlen("unacked")
+    return None, redis.Redis(port=port).hlen("unacked")
 
 
 def test_a_channel_closed_after_its_connection_was_collected_raises_nothing_and_keeps_its_messages(
     redis_port: int,
 ) -> None:
     assert kombu_fixes.apply(), f"kombu {kombu.__version__}: check whether it still needs the fix, then list it"
-    raised, unacked = close_after_collect(redis_port)
+    raised, unacked, _ = close_after_collect(redis_port)
     assert raised is None, f"the close raised {raised!r}: the worker would exit"
     assert unacked == 1, "the unacknowledged message must stay in Redis for the visibility timeout to restore"
 
@@ -61,7 +77,25 @@ def test_without_the_fix_the_close_raises_attribute_error(redis_port: int) -> No
     """The bug is still there in this kombu: drop the fix (and the version) once this fails."""
     kombu_fixes.apply(versions=frozenset())
     try:
-        raised, _ = close_after_collect(redis_port)
+        raised, _, _ = close_after_collect(redis_port)
     finally:
         kombu_fixes.apply()
     assert isinstance(raised, AttributeError), raised
+
+
+def test_a_message_of_a_closed_channel_is_acknowledged_in_redis_without_an_error(redis_port: int) -> None:
+    assert kombu_fixes.apply(), f"kombu {kombu.__version__}: check whether it still needs the fix, then list it"
+    raised, unacked = ack_after_close(redis_port)
+    assert raised is None, f"the acknowledgement raised {raised!r}: the worker would exit"
+    assert unacked == 0, "the acknowledgement must reach Redis, or the message would be delivered again"
+
+
+def test_without_the_fix_the_acknowledgement_raises_attribute_error(redis_port: int) -> None:
+    """The bug is still there in this kombu: drop the fix (and the version) once this fails."""
+    kombu_fixes.apply(ack_versions=frozenset())
+    try:
+        raised, unacked = ack_after_close(redis_port)
+    finally:
+        kombu_fixes.apply()
+    assert isinstance(raised, AttributeError), raised
+    assert unacked == 1

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from django.db import close_old_connections
 
 from benchmarks.stack import Process as LoggedProcess
@@ -45,9 +46,14 @@ class RedisServer:
     def start(self) -> None:
         self.process = embedded_redis.start_on_port(self.port, self.directory)
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        """Killed, losing everything; or, if `keep_data`, shut down after saving its data (SHUTDOWN
+        SAVE), which the next start loads again, as a production Redis with persistence would."""
         if self.process and self.process.poll() is None:
-            self.process.kill()
+            if keep_data:
+                redis.Redis(port=self.port, socket_timeout=10).shutdown(save=True)
+            else:
+                self.process.kill()
             self.process.wait()
 
 

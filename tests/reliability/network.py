@@ -97,7 +97,8 @@ def clean_stale() -> list[str]:
 
 @dataclass
 class Network:
-    """A bridge on this machine (the `db` host, at .1) and one namespace per host name."""
+    """A bridge on this machine (the `db` host: .1 for the providers, .2 for PostgreSQL) and one
+    namespace per host name."""
 
     names: list[str]
     tag: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
@@ -106,6 +107,8 @@ class Network:
     def __post_init__(self) -> None:
         self.subnet = f"10.213.{int(self.tag.removeprefix(PREFIX)) % 250}"
         self.gateway = f"{self.subnet}.1"
+        self.db = f"{self.subnet}.2"  # PostgreSQL's own address on the bridge, to be partitioned apart
+        self.nowhere = f"{self.subnet}.254"  # a next hop nobody answers: what is routed to it is lost
         self.bridge = f"{self.tag}br"
 
     def __getitem__(self, name: str) -> Host:
@@ -115,6 +118,7 @@ class Network:
         clean_stale()
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        ip("addr", "add", f"{self.db}/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
         for number, name in enumerate(self.names, start=10):
             host = Host(name, f"{self.tag}-{name}", f"{self.subnet}.{number}", f"{self.tag}v{number}")
@@ -137,6 +141,18 @@ class Network:
 
     def restore(self, name: str) -> None:
         ip("link", "set", self.hosts[name].link, "up")
+
+    def partition(self, name: str, *addresses: str) -> None:
+        """The host can no longer reach these addresses, and nothing tells it so: its packets to them
+        are routed to a next hop that never answers, so a connection attempt hangs and an open
+        connection stalls, as behind a firewall dropping them; the rest of its network works.
+        (This container's kernel has no packet filter or tc classifier: routes are what there is.)"""
+        for address in addresses:
+            ip("-n", self.hosts[name].namespace, "route", "add", f"{address}/32", "via", self.nowhere)
+
+    def heal(self, name: str, *addresses: str) -> None:
+        for address in addresses:
+            ip("-n", self.hosts[name].namespace, "route", "del", f"{address}/32")
 
     def stop(self) -> None:
         """Kill whatever still runs on the hosts and delete them and the bridge (their veths go with them)."""
@@ -251,6 +267,16 @@ class RabbitCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nodes {sorted(expected)} not all running after {timeout}s")
             time.sleep(1)
+
+    def connections_from(self, address: str) -> int:
+        """Client connections the cluster holds open from a host's address, asked of any running node."""
+        for name in self.processes:
+            try:
+                rows = json.loads(self.ctl(name, "list_connections", "peer_host", "--formatter", "json"))
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError):
+                continue
+            return sum(row["peer_host"] == address for row in rows)
+        raise RuntimeError("no RabbitMQ node answered")
 
     def leader(self, queue: str, via: str) -> str:
         """The host whose node leads the quorum queue (the one holding its Raft log's leader)."""

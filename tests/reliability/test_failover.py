@@ -1,10 +1,11 @@
-"""15–18. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
+"""16–21. Failover on many hosts: the shop spread over network namespaces (tests/reliability/network.py),
 a three-node RabbitMQ cluster with quorum queues; a RabbitMQ node, a worker host, the beat host
-holding the lease lost in the middle of the run, a worker host cut off the network and back.
+holding the lease lost in the middle of the run, a worker host cut off the network and back, the
+database unreachable from one worker host, checkouts while the web host cannot reach any broker node.
 
 Topology (addresses on one bridge, 10.213.N.0/24; nothing talks over loopback):
 
-    db (.1: this machine; PostgreSQL through a proxy, the SMS gateway, the SMTP server)
+    db (this machine: .1 the SMS gateway and the SMTP server, .2 PostgreSQL through a proxy)
     rabbit1 .10   rabbit2 .11   rabbit3 .12      one cluster, quorum queues on all three
     web .13       worker-a .14  worker-b .15     gunicorn; two workers (prefork)
     beat-a .16    beat-b .17                     one beat holds the lease, the other stands by
@@ -12,10 +13,12 @@ Topology (addresses on one bridge, 10.213.N.0/24; nothing talks over loopback):
 Every process is given all three nodes (Celery's failover broker URLs).
 """
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +34,7 @@ from tests.support import wait_for
 
 from .harness import Audit, Stack
 from .network import Network, RabbitCluster, require_network_namespaces
-from .scenarios import payloads, schedule_recovery, stock_up
+from .scenarios import payloads, recovered_orders, schedule_recovery, stock_up
 from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
 
 RABBITS = ["rabbit1", "rabbit2", "rabbit3"]
@@ -39,6 +42,11 @@ HOSTS = [*RABBITS, "web", "worker-a", "worker-b", "beat-a", "beat-b"]
 ORDERS = 40
 IDLE_IN_TRANSACTION = 5  # seconds (DB_IDLE_IN_TRANSACTION_TIMEOUT)
 HEARTBEAT = 4  # seconds (CELERY_BROKER_HEARTBEAT): how soon RabbitMQ gives up on a host cut off
+DB_NETWORK_TIMEOUT = 4  # seconds: how soon a worker gives up on a database it cannot reach
+DB_GUARD = 1  # seconds between a worker's probes of the database (tasks_admin/database_guard.py)
+OUTAGE_ORDERS = 10
+# Three attempts (the publish retry policy), each a node's connection timeout (1 s), the pauses between them.
+MAX_CHECKOUT_SECONDS = 4.0
 
 
 # One network and one cluster for the module's scenarios: booting three nodes is most of their time.
@@ -65,28 +73,37 @@ def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
         shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
+@contextmanager
+def shop_on_hosts(
+    network: Network, database_url: str, directory: Path, broker_url: str, env: dict[str, str]
+) -> Iterator[Stack]:
+    """The shop's processes, to be started on the hosts; PostgreSQL (through a proxy), the SMS
+    gateway and the SMTP server on the `db` host's addresses. Also for test_failover_redis.py."""
+    database = urlsplit(database_url)
+    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432, listen=network.db)
+    auth = database.netloc.rpartition("@")[0]
+    url = urlunsplit(database._replace(netloc=f"{auth}@{network.db}:{proxy.port}"))
+    env = {"EMAIL_HOST": network.gateway, "ALLOWED_HOSTS": network["web"].address, **env}
+    with FakeSmsGateway(network.gateway) as sms, FakeSmtpServer(network.gateway) as smtp:
+        stack = Stack(directory, url, sms, smtp, env=env, broker_url=broker_url)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+            proxy.close()
+
+
 @pytest.fixture
 def hosts_stack(
     network: Network, cluster: RabbitCluster, database_url: str, tmp_path: Path, request
 ) -> Iterator[Stack]:
-    """The shop's processes, to be started on the hosts; PostgreSQL, the SMS gateway and the SMTP
-    server on the `db` host's address."""
-    database = urlsplit(database_url)
-    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432, listen=network.gateway)
-    auth = database.netloc.rpartition("@")[0]
-    url = urlunsplit(database._replace(netloc=f"{auth}@{network.gateway}:{proxy.port}"))
-    env = {"EMAIL_HOST": network.gateway, "CELERY_BROKER_QUEUE_TYPE": "quorum", "ALLOWED_HOSTS": network["web"].address}
-    with FakeSmsGateway(network.gateway) as sms, FakeSmtpServer(network.gateway) as smtp:
-        stack = Stack(tmp_path / "stack", url, sms, smtp, env=env, broker_url=cluster.url)
-        try:
-            yield stack
-        finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(stack.logs())
-                print("\n".join(f"---- {name} ----\n{cluster.log(name)[-3000:]}" for name in RABBITS))
-            stack.stop()
-            proxy.close()
+    env = {"CELERY_BROKER_QUEUE_TYPE": "quorum"}
+    with shop_on_hosts(network, database_url, tmp_path / "stack", cluster.url, env) as stack:
+        yield stack
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(stack.logs())
+            print("\n".join(f"---- {name} ----\n{cluster.log(name)[-3000:]}" for name in RABBITS))
 
 
 def orders_placed(count: int) -> Callable[[], bool]:
@@ -243,7 +260,7 @@ def test_the_beat_host_holding_the_lease_lost_the_standby_host_takes_over_and_no
 
 
 def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
-    network: Network, hosts_stack: Stack, record: Callable[..., None]
+    network: Network, cluster: RabbitCluster, hosts_stack: Stack, record: Callable[..., None]
 ) -> None:
     stack = hosts_stack
     stack.extra_env["CELERY_BROKER_HEARTBEAT"] = str(HEARTBEAT)
@@ -258,6 +275,13 @@ def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
 
     network.cut("worker-a")  # its link down: its processes run on, unable to reach anything
     cut_at = time.monotonic()
+    # The premise, waited for rather than assumed: RabbitMQ gives worker-a up (missed heartbeats) and
+    # hands what it held to worker-b. A cut shorter than that, with worker-a holding nothing the
+    # orders wait for, would end before RabbitMQ noticed it (seen on a loaded machine).
+    address = network["worker-a"].address
+    wait_for(
+        lambda: not cluster.connections_from(address), timeout=60, interval=1, message="RabbitMQ dropping worker-a"
+    )
     stack.wait_until_final(order_ids, timeout=240, settled=False)  # worker-b alone
     final_after = time.monotonic() - cut_at
     received_before = cut_off.log().count(" received")
@@ -276,3 +300,87 @@ def test_a_worker_host_cut_off_mid_run_then_back_runs_nothing_twice(
         f"(it had received {received_before} tasks)",
     )
     assert_every_order_confirmed_once(audit)
+
+
+def test_the_database_unreachable_from_one_worker_host_its_tasks_retry_and_the_other_host_carries_them(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    # How soon libpq gives up on PostgreSQL behind the partition (settings/core.py); defaults 5 and 20 s.
+    stack.extra_env.update(
+        DB_CONNECT_TIMEOUT="2", DB_NETWORK_TIMEOUT=str(DB_NETWORK_TIMEOUT), DB_GUARD_SECONDS=str(DB_GUARD)
+    )
+    stack.extra_env["DB_IDLE_IN_TRANSACTION_TIMEOUT"] = str(IDLE_IN_TRANSACTION)
+    start_shop(stack, network)
+    partitioned = stack.workers[0]  # on worker-a
+    order_ids = stack.place_orders(payloads(stock_up(), ORDERS), concurrency=4)
+    wait_for(orders_confirmed(order_ids, ORDERS // 4), timeout=120, message="a quarter of the orders confirmed")
+    assert " received" in partitioned.log(), "worker-a took no task before the partition"
+
+    log_before = len(partitioned.log())
+    network.partition("worker-a", network.db)  # PostgreSQL silent to worker-a; brokers, providers and worker-b are not
+    cut_at = time.monotonic()
+    stack.wait_until_final(order_ids, timeout=240, settled=False)  # worker-a still partitioned
+    final_after = time.monotonic() - cut_at
+    paused = "The database is unreachable: no longer consuming" in partitioned.log()[log_before:]
+    network.heal("worker-a", network.db)
+    wait_for(
+        lambda: "The database is reachable again" in partitioned.log()[log_before:],
+        timeout=30,
+        message="worker-a consuming again",
+    )
+    stack.wait_until_final(order_ids, timeout=120)
+    during = partitioned.log()[log_before:]
+    retried = set(re.findall(r"\[([0-9a-f-]{36})\] retry: ", during))
+    carried = {task_id for task_id in retried if f"[{task_id}] succeeded" in stack.workers[1].log()}
+    audit = stack.audit(order_ids)
+    record(
+        "20. hosts: the database unreachable from one worker host",
+        audit.figures(),
+        faults=f"PostgreSQL's address unreachable from worker-a (packets dropped) with a quarter of {ORDERS} "
+        "orders confirmed, reachable again once all were final",
+        notes=f"worker-a's database guard (probe every {DB_GUARD} s) stopped it consuming, and resumed it once "
+        f"healed; libpq gave up after {DB_NETWORK_TIMEOUT} s (DB_NETWORK_TIMEOUT) on what it had taken: "
+        f"{len(retried)} tasks retried through the broker, {len(carried)} of them run by worker-b; every order "
+        f"final {final_after:.1f} s after the partition, with worker-a still cut off",
+    )
+    assert paused, "worker-a went on taking tasks it could not run"
+    assert_every_order_confirmed_once(audit)
+
+
+def test_checkouts_while_the_web_host_cannot_reach_any_broker_node_are_accepted_and_run_once_it_can(
+    network: Network, hosts_stack: Stack, record: Callable[..., None]
+) -> None:
+    stack = hosts_stack
+    start_shop(stack, network)
+    rabbits = [network[name].address for name in RABBITS]
+    network.partition("web", *rabbits)
+    cut_at = time.monotonic()
+    statuses, order_ids, seconds = [], [], []
+    for payload in payloads(stock_up(), OUTAGE_ORDERS):  # one after the other: each checkout's own wait
+        started = time.monotonic()
+        status, body = stack.checkout(payload)
+        seconds.append(time.monotonic() - started)
+        statuses.append((status, body.get("status")))
+        order_ids.append(body.get("id"))
+    network.heal("web", *rabbits)
+    stack.wait_until_final(order_ids, timeout=240)
+    settled = time.monotonic() - cut_at
+    audit = stack.audit(order_ids)
+    recovered = recovered_orders(order_ids)
+    record(
+        "21. hosts: checkouts while the web host cannot reach any broker node",
+        audit.figures(),
+        faults=f"the three RabbitMQ nodes unreachable from the web host (packets dropped) during {OUTAGE_ORDERS} "
+        "checkouts, reachable again once they were answered",
+        notes=f"every checkout answered 202 pending in {min(seconds):.2f}–{max(seconds):.2f} s "
+        f"(CELERY_BROKER_CONNECTION_TIMEOUT); the stuck-workflow recovery job, sent by beat and run by the "
+        f"workers, which reach the cluster, sent {len(recovered)} workflows; every order final "
+        f"{settled:.1f} s after the partition began",
+    )
+    assert statuses == [(202, "pending")] * OUTAGE_ORDERS, statuses
+    # The web host sent none of them: each order's workflow went out through the recovery job.
+    assert len(recovered) == OUTAGE_ORDERS, recovered
+    assert max(seconds) < MAX_CHECKOUT_SECONDS, seconds
+    assert audit.confirmed == OUTAGE_ORDERS, audit
+    assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)

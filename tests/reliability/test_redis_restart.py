@@ -1,12 +1,16 @@
 """3. Redis restarted (no persistence) while workflows are queued and running."""
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
+import redis
 from django.db import close_old_connections
 
 from orders.models import Order
+from shop.celery import app
+from tests.fakes.tasks import runs
 from tests.support import wait_for
 
 from .harness import FINAL_STATUSES, Stack
@@ -77,3 +81,44 @@ def test_every_order_confirms_once_after_redis_restarts_mid_workflow(
     assert recovered, "no workflow was sent again: the restart lost nothing?"
     assert audit.confirmed == ORDERS, audit
     assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
+def test_a_task_acknowledged_after_the_worker_reconnected_to_a_restarted_redis_runs_once(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """A task runs while Redis restarts (keeping its data, as a Redis with persistence does) and
+    ends once its worker has reconnected: its late acknowledgement goes to the channel the lost
+    connection had, which kombu closed. The worker must live on (Celery 5.7 and kombu 5.7 exited
+    with AttributeError: tasks_admin/kombu_fixes.py), and the message must be acknowledged, so
+    that it is neither lost nor delivered again."""
+    stack = make_stack(
+        env={"CELERY_TASK_SOFT_TIME_LIMIT": "30", "CELERY_TASK_TIME_LIMIT": "35", "CELERY_VISIBILITY_TIMEOUT": "60"}
+    )
+    stack.start(workers=0, web=False)
+    # Two pool processes, one left idle: the worker is waiting on Redis for more work (BRPOP) when
+    # Redis goes, as a worker with spare capacity is. (With none idle it is not, and kombu's close
+    # then stops short, leaving the channel a working pool: that acknowledgement went through.)
+    worker = stack.start_worker("--concurrency", "2")
+    broker = redis.Redis(port=stack.redis.port)
+    tag = uuid.uuid4().hex[:8]
+    with app.connection_for_write(stack.broker_url) as connection:
+        app.send_task("tests.fakes.tasks.hold_until_released", args=[tag], connection=connection)
+    wait_for(lambda: runs(tag, stack.fault_dir), timeout=30, message="the task running")
+    assert broker.hlen("unacked") == 1
+
+    stack.redis.stop(keep_data=True)
+    wait_for(lambda: "Connection to broker lost" in worker.log(), timeout=30, message="the worker losing Redis")
+    stack.redis.start()
+    wait_for(lambda: worker.log().count("Connected to redis://") >= 2, timeout=60, message="the worker reconnecting")
+    assert broker.hlen("unacked") == 1, "the restart lost the message: nothing left to test"
+    (stack.fault_dir / f"release-{tag}").touch()  # the task ends, and is acknowledged, only now
+
+    wait_for(
+        lambda: not broker.hlen("unacked") or worker.process.poll() is not None,
+        timeout=30,
+        message="the acknowledgement",
+    )
+    assert worker.process.poll() is None, f"the worker exited:\n{worker.log()[-3000:]}"
+    # Acknowledged: nothing is left, in the queue or out to a worker, that could run it again.
+    assert (broker.hlen("unacked"), broker.llen("celery")) == (0, 0)
+    assert len(runs(tag, stack.fault_dir)) == 1
