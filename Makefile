@@ -7,7 +7,7 @@ export DJANGO_SETTINGS_MODULE := settings
 # the files it creates are its user's only (0600), like var/'s folders (settings/env.py).
 PRIVATE := umask 077 &&
 
-.PHONY: run test test-reliability test-alerts test-celery-canvas bench bench-quick lint setup
+.PHONY: run test test-reliability test-alerts test-celery-canvas bench bench-quick bench-scale lint setup
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required" or 0)'
@@ -49,6 +49,13 @@ bench: $(BIN)/.installed
 # The same in under 2 minutes, smaller (CI, checking a change); writes under var/.
 bench-quick: $(BIN)/.installed
 	$(BIN)/python -m benchmarks --quick --json var/bench-quick.json --chart var/bench-quick.svg
+
+# Order throughput on one worker host against two, and on Redis against RabbitMQ classic and
+# quorum queues, in one run (benchmarks/scale.py): network namespaces, so root, `ip` and socat;
+# the machine's RabbitMQ. About 15 minutes on 2 shared cores; writes docs/scaling.json and
+# var/bench-scale.md (docs/scaling.md).
+bench-scale: $(BIN)/.installed
+	$(BIN)/python -m benchmarks scale --json docs/scaling.json --markdown var/bench-scale.md
 
 # The alerting rules (docs/prometheus/alerts.yml) checked and unit-tested with promtool (Debian's
 # `prometheus` package; .ci/run installs it). About a second.

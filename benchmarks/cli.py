@@ -2,15 +2,19 @@
 
     python -m benchmarks [--quick] [--only PARTS] [--database-url URL] [--json PATH] [--chart PATH]
     python -m benchmarks admin [--rows N] [--runs N] [--database-name NAME] [--keep] [--json PATH]
+    python -m benchmarks scale [--orders N] [--rounds N] [--database-url URL] [--json PATH] [--markdown PATH]
 
 The first is the whole suite (suite.py: each figure next to its baseline, `make bench`); `admin`
 is the task console's pages alone, with the sizes and the scratch database in the caller's hands
-(`--keep` reuses a loaded million rows).
+(`--keep` reuses a loaded million rows); `scale` is order throughput on one worker host against
+two, and on Redis against RabbitMQ classic and quorum queues (scale.py, `make bench-scale`).
 """
 
 import argparse
 import json
+import signal
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--json", type=Path, dest="json_path", metavar="PATH", help="Also write the figures here")
     main.add_argument("--chart", type=Path, metavar="PATH", help="Also draw them as an SVG chart here")
 
-    commands = main.add_subparsers(dest="command", metavar="{admin}")
+    commands = main.add_subparsers(dest="command", metavar="{admin,scale}")
     admin = commands.add_parser(
         "admin",
         help="Only the task console against the stock django-celery-results admin, with its own sizes",
@@ -54,6 +58,18 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("--database-name", help="The scratch database to create and drop (default: <name>_bench_admin)")
     admin.add_argument("--keep", action="store_true", help="Keep the scratch database: a re-run reuses its data")
     admin.add_argument("--json", type=Path, dest="json_path", metavar="PATH", help="Also write the figures here")
+
+    scale = commands.add_parser(
+        "scale",
+        help="Only order throughput over worker hosts (network namespaces) and brokers; needs root",
+        description="Order throughput with the workers on one host against two (Linux network namespaces on a "
+        "bridge), and on Redis against RabbitMQ classic and quorum queues, in one run (scale.py).",
+    )
+    scale.add_argument("--orders", type=int, default=200, help="Orders per measurement (default 200)")
+    scale.add_argument("--rounds", type=int, default=3, help="Rounds over the configurations (default 3)")
+    scale.add_argument("--database-url", help=DATABASE_URL_HELP.replace("<name>_bench_admin", "<name>_bench_scale"))
+    scale.add_argument("--json", type=Path, dest="json_path", metavar="PATH", help="Also write the figures here")
+    scale.add_argument("--markdown", type=Path, metavar="PATH", help="Also write the table here")
     return main
 
 
@@ -67,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "admin":
             _admin(options)
+        elif options.command == "scale":
+            _scale(options)
         else:
             _suite(options, parts)
     except BenchmarkError as exc:
@@ -99,3 +117,24 @@ def _admin(options: argparse.Namespace) -> None:
     if options.json_path:
         options.json_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         log(f"Wrote {options.json_path}")
+
+
+def _scale(options: argparse.Namespace) -> None:
+    from . import scale  # imports the failover tests' network harness: only for this command
+
+    # A SIGTERM unwinds like an error: the hosts, the vhosts and the scratch database go with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    results, machine = scale.run(
+        orders=options.orders, rounds=options.rounds, database_url=options.database_url, log=log
+    )
+    machine["duration"] = f"{(time.monotonic() - started) / 60:.1f} min"
+    text = scale.table(results, machine)
+    log("\n" + text)
+    if options.json_path:
+        scale.write_json(options.json_path, results, machine)
+        log(f"Wrote {options.json_path}")
+    if options.markdown:
+        options.markdown.parent.mkdir(parents=True, exist_ok=True)
+        options.markdown.write_text(text + "\n")
+        log(f"Wrote {options.markdown}")
