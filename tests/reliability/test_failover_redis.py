@@ -162,8 +162,8 @@ def test_redis_checkouts_while_the_web_host_cannot_reach_redis_are_accepted_and_
         audit.figures(),
         faults=f"Redis unreachable from the web host (packets dropped) during {OUTAGE_ORDERS} checkouts",
         notes=f"every checkout answered 202 pending in {min(seconds):.2f}–{max(seconds):.2f} s (three attempts "
-        f"at most, each waiting CELERY_BROKER_CONNECTION_TIMEOUT); the recovery job sent {len(recovered)} workflows; every order final "
-        f"{settled:.1f} s after the partition began",
+        f"at most, each waiting CELERY_BROKER_CONNECTION_TIMEOUT); the recovery job sent {len(recovered)} "
+        f"workflows; every order final {settled:.1f} s after the partition began",
     )
     assert statuses == [(202, "pending")] * OUTAGE_ORDERS, statuses
     assert max(seconds) < MAX_CHECKOUT_SECONDS, seconds
