@@ -80,8 +80,9 @@ def maintenance_cursor(server: dict) -> Iterator[psycopg2.extensions.cursor]:
     options = {key: value for key, value in server["OPTIONS"].items() if key not in django_only}
     params = {"host": server["HOST"], "port": server["PORT"], "user": server["USER"], "password": server["PASSWORD"]}
     try:
+        # The settings' connect_timeout (DB_CONNECT_TIMEOUT) wins over this default.
         conn = psycopg2.connect(
-            dbname="postgres", connect_timeout=5, **{k: v for k, v in params.items() if v}, **options
+            dbname="postgres", **{k: v for k, v in params.items() if v}, **{"connect_timeout": 5, **options}
         )
     except psycopg2.OperationalError as exc:
         where = f"{server['HOST'] or 'the local socket'}:{server['PORT'] or 5432}"
