@@ -33,7 +33,7 @@ test: $(BIN)/.installed
 # Failure injection with real processes; needs PostgreSQL (DATABASE_URL). Rewrites the
 # figures in docs/reliability.md from this run.
 test-reliability: $(BIN)/.installed
-	$(BIN)/pytest -m reliability tests/reliability
+	$(BIN)/pytest -m reliability tests/reliability $(PYTEST_ARGS)
 	$(BIN)/python -m tests.reliability.report
 
 # Celery's own t/integration/test_canvas.py against the shop's result backend and the stock one
