@@ -18,6 +18,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,18 @@ class Network:
                 subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
         self.hosts.clear()
+
+
+@contextmanager
+def hosts(names: list[str]) -> Iterator[Network]:
+    """The hosts, deleted with everything running on them when the block ends, however it ends
+    (a test module's fixture: test_failover.py, test_failover_redis.py)."""
+    require_network_namespaces()
+    network = Network(names)
+    try:
+        yield network.start()
+    finally:
+        network.stop()
 
 
 class RabbitCluster:

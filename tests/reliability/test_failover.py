@@ -33,7 +33,7 @@ from tests.fakes.tcp_proxy import TcpProxy
 from tests.support import wait_for
 
 from .harness import Audit, Stack
-from .network import Network, RabbitCluster, require_network_namespaces
+from .network import Network, RabbitCluster, hosts
 from .scenarios import payloads, recovered_orders, schedule_recovery, stock_up
 from .test_two_beats import JOBS, LEASE, PHASE_RUNS, sent_at, watch
 
@@ -52,13 +52,8 @@ MAX_CHECKOUT_SECONDS = 4.0
 # One network and one cluster for the module's scenarios: booting three nodes is most of their time.
 @pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
-    """The hosts, deleted with everything running on them when the tests end, however they end."""
-    require_network_namespaces()
-    network = Network(HOSTS)
-    try:
-        yield network.start()
-    finally:
-        network.stop()
+    with hosts(HOSTS) as network:
+        yield network
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +124,19 @@ def orders_confirmed(order_ids: list[str], count: int) -> Callable[[], bool]:
 def assert_every_order_confirmed_once(audit: Audit) -> None:
     assert audit.confirmed == ORDERS, audit
     assert (audit.charges_duplicated, audit.emails_duplicated, audit.sms_delivered_twice, audit.lost) == (0, 0, 0, 0)
+
+
+def timed_checkouts(stack: Stack) -> tuple[list[tuple[int, str]], list[str], list[float]]:
+    """OUTAGE_ORDERS checkouts one after the other, so that each one's own wait is timed: their
+    (HTTP status, order status), order ids and seconds."""
+    statuses, order_ids, seconds = [], [], []
+    for payload in payloads(stock_up(), OUTAGE_ORDERS):
+        started = time.monotonic()
+        status, body = stack.checkout(payload)
+        seconds.append(time.monotonic() - started)
+        statuses.append((status, body.get("status")))
+        order_ids.append(body.get("id"))
+    return statuses, order_ids, seconds
 
 
 def start_shop(stack: Stack, network: Network) -> None:
@@ -356,13 +364,7 @@ def test_checkouts_while_the_web_host_cannot_reach_any_broker_node_are_accepted_
     rabbits = [network[name].address for name in RABBITS]
     network.partition("web", *rabbits)
     cut_at = time.monotonic()
-    statuses, order_ids, seconds = [], [], []
-    for payload in payloads(stock_up(), OUTAGE_ORDERS):  # one after the other: each checkout's own wait
-        started = time.monotonic()
-        status, body = stack.checkout(payload)
-        seconds.append(time.monotonic() - started)
-        statuses.append((status, body.get("status")))
-        order_ids.append(body.get("id"))
+    statuses, order_ids, seconds = timed_checkouts(stack)
     network.heal("web", *rabbits)
     stack.wait_until_final(order_ids, timeout=240)
     settled = time.monotonic() - cut_at

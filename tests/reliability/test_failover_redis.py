@@ -22,7 +22,7 @@ from shop import embedded_redis
 from tests.support import wait_for
 
 from .harness import Stack
-from .network import Network, require_network_namespaces
+from .network import Network, hosts
 from .scenarios import payloads, recovered_orders, stock_up
 from .test_failover import (
     MAX_CHECKOUT_SECONDS,
@@ -32,6 +32,7 @@ from .test_failover import (
     orders_confirmed,
     shop_on_hosts,
     start_shop,
+    timed_checkouts,
 )
 
 HOSTS = ["redis", "web", "worker-a", "worker-b", "beat-a", "beat-b"]
@@ -40,12 +41,8 @@ PASSWORD = "hosts-test"  # off loopback, Redis takes no client without one (prot
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
-    require_network_namespaces()
-    network = Network(HOSTS)
-    try:
-        yield network.start()
-    finally:
-        network.stop()
+    with hosts(HOSTS) as network:
+        yield network
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +142,7 @@ def test_redis_checkouts_while_the_web_host_cannot_reach_redis_are_accepted_and_
     start_shop(stack, network)
     network.partition("web", network["redis"].address)
     cut_at = time.monotonic()
-    statuses, order_ids, seconds = [], [], []
-    for payload in payloads(stock_up(), OUTAGE_ORDERS):
-        started = time.monotonic()
-        status, body = stack.checkout(payload)
-        seconds.append(time.monotonic() - started)
-        statuses.append((status, body.get("status")))
-        order_ids.append(body.get("id"))
+    statuses, order_ids, seconds = timed_checkouts(stack)
     network.heal("web", network["redis"].address)
     stack.wait_until_final(order_ids, timeout=240)
     settled = time.monotonic() - cut_at
