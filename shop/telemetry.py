@@ -13,9 +13,19 @@ sends (Celery, which puts the trace context in each message); a worker continues
 each task and every task it sends on, so an order's checkout, its chain, its chord and the
 chord's callback are one trace. The fields tasks_admin/logcontext.py carries (the order number,
 the request id) are set on every span as `shop.<field>`. Proven by tests/integration/test_tracing.py.
+
+In the web and the workers every SQL statement run inside a request or a task is a CLIENT span of
+it (psycopg2's instrumentation: `db.system` postgresql, the statement without its parameters, no
+sqlcommenter comment added to the SQL). A statement run outside any span is not traced, or each
+would be a trace of its own, every second or so: a worker's write-behind flusher
+(tasks_admin/writebehind.py), the probes (/healthz, /readyz, not traced), beat's lease. Beat
+traces no statement. The embedded default, SQLite, gets no database spans at all: only psycopg2's
+connections are instrumented (Django's PostgreSQL backend uses psycopg2 here; it would prefer
+psycopg 3 if that were installed, and psycopg 3 is not instrumented).
 """
 
 import os
+from contextlib import nullcontext
 from importlib.metadata import entry_points
 
 import structlog
@@ -72,11 +82,45 @@ def _install(role: str) -> None:
     trace.set_tracer_provider(provider)
 
     CeleryInstrumentor().instrument(tracer_provider=provider)
+    if role in ("web", "worker"):
+        from opentelemetry.instrumentation.psycopg2 import Psycopg2Instrumentor
+
+        # Wraps psycopg2.connect: Django's connections stay psycopg2 connections (with a cursor
+        # class that traces execute), so its register_type and jsonb set-up work as before.
+        Psycopg2Instrumentor().instrument(tracer_provider=_inside_spans(provider), enable_commenter=False)
     if role == "web":
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 
         excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
         DjangoInstrumentor().instrument(tracer_provider=provider, excluded_urls=excluded or DEFAULT_EXCLUDED_URLS)
+
+
+def _inside_spans(provider):
+    """The database instrumentation's tracer provider: a statement run inside a span (a request's,
+    a task's) is a child span of it; one run outside any is not traced (the non-recording
+    INVALID_SPAN, which the instrumentation skips)."""
+    from opentelemetry import trace
+
+    def outside(context) -> bool:
+        return not trace.get_current_span(context).get_span_context().is_valid
+
+    class InsideSpansTracer(trace.Tracer):
+        def __init__(self, tracer: trace.Tracer) -> None:
+            self._tracer = tracer
+
+        def start_span(self, name, context=None, *args, **kwargs) -> trace.Span:
+            return trace.INVALID_SPAN if outside(context) else self._tracer.start_span(name, context, *args, **kwargs)
+
+        def start_as_current_span(self, name, context=None, *args, **kwargs):
+            if outside(context):
+                return nullcontext(trace.INVALID_SPAN)
+            return self._tracer.start_as_current_span(name, context, *args, **kwargs)
+
+    class InsideSpans(trace.TracerProvider):
+        def get_tracer(self, *args, **kwargs) -> trace.Tracer:
+            return InsideSpansTracer(provider.get_tracer(*args, **kwargs))
+
+    return InsideSpans()
 
 
 def _exporters() -> list:

@@ -4,8 +4,9 @@ with LOG_FORMAT=json.
 
 Each order is one trace: the checkout request (web) → the charge → the chord's two header
 steps → its callback (the confirmation) → the e-mail and the SMS (worker), every span with the
-order's number; and the worker's log lines for those tasks carry the task, the order, the
-checkout's request id and the trace.
+order's number, and each SQL statement a database span of the request or task that ran it; and
+the worker's log lines for those tasks carry the task, the order, the checkout's request id and
+the trace.
 """
 
 import json
@@ -79,6 +80,28 @@ def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
     return chain
 
 
+def statements(owner: Span, spans: list[Span]) -> list[str]:
+    """The SQL the request or task of `owner` (its SERVER or CONSUMER span) ran itself, not in a
+    task it sent: its database CLIENT spans' statements."""
+    by_id = {s.span_id: s for s in spans}
+    found = []
+    for span in spans:
+        if span.kind != "CLIENT":
+            continue
+        (system,) = {span.attributes.get("db.system"), span.attributes.get("db.system.name")} - {None}
+        assert system == "postgresql", span
+        runs = [s for s in ancestors(span, by_id) if s.kind in ("SERVER", "CONSUMER")]
+        if runs and runs[0] == owner:
+            assert span.service == owner.service, span
+            found.append(span.attributes.get("db.statement") or span.attributes["db.query.text"])
+    return found
+
+
+def database_spans_outside_any(receiver: OtlpReceiver) -> list[Span]:
+    """Database spans with no parent: a statement run outside any request or task."""
+    return [s for s in receiver.spans() if s.kind == "CLIENT" and s.parent_id == ""]
+
+
 def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(stack, receiver):
     stack.start(workers=1, web=True)  # gunicorn, and a prefork worker
     product = make_product(stock=10)
@@ -122,7 +145,17 @@ def test_each_order_is_one_trace_from_checkout_through_chain_chord_and_callback(
             assert steps["confirm_order"] in ancestors(steps[message], by_id)
         # Each message to the broker is a PRODUCER span of the sender, parent of the task's run.
         assert all(by_id[s.parent_id].kind == "PRODUCER" for s in steps.values())
+        # Each SQL statement is a database CLIENT span (psycopg2) of the request or task that ran
+        # it: the checkout inserts the order, the charge updates its status.
+        checkout_sql = statements(checkout_span, in_trace)
+        assert any(sql.startswith('INSERT INTO "orders_order"') for sql in checkout_sql), checkout_sql
+        charge_sql = statements(steps["charge_payment"], in_trace)
+        assert any(sql.startswith('UPDATE "orders_order"') for sql in charge_sql), charge_sql
+        assert all(statements(span, in_trace) for span in steps.values())
     assert len(traces) == len(orders)  # one trace per order
+    # A statement outside any request or task (the worker's write-behind flusher, which wrote these
+    # tasks' history) is not traced: each of its flushes would be a trace of its own.
+    assert not database_spans_outside_any(receiver)
 
     # The worker's JSON log line for each of the order's tasks: task, order, request and trace.
     lines = [json.loads(line) for line in stack.workers[0].log().splitlines() if line.startswith("{")]
@@ -151,5 +184,9 @@ def test_a_threads_pool_worker_traces_too(stack, receiver):
     steps = order_runs(receiver, order.number)
     assert {span.service for span in steps.values()} == {"shop-worker"}
     (trace_id,) = {span.trace_id for span in steps.values()}
-    (checkout_span,) = [s for s in receiver.spans() if s.trace_id == trace_id and s.kind == "SERVER"]
+    in_trace = [s for s in receiver.spans() if s.trace_id == trace_id]
+    (checkout_span,) = [s for s in in_trace if s.kind == "SERVER"]
     assert checkout_span.attributes["shop.order_number"] == order.number
+    charge_sql = statements(steps["charge_payment"], in_trace)
+    assert any(sql.startswith('UPDATE "orders_order"') for sql in charge_sql), charge_sql
+    assert not database_spans_outside_any(receiver)
