@@ -6,6 +6,7 @@ queues an order's confirmations) and sent later by its key (`deliver`, from a ta
 """
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -27,6 +28,8 @@ from .sms import get_sms_provider
 logger = logging.getLogger(__name__)
 
 RECORD_SENT_TASK = "notifications.tasks.record_sent"
+# How long recording a sent message may take before its record also goes through the broker.
+HANDOFF_AFTER_SECONDS = 0.5
 
 _TABLE = Notification._meta.db_table
 _QUEUED_COLUMNS = ("id", "order_id", "channel", "recipient", "subject", "body", "html_body", "attempts")
@@ -204,10 +207,39 @@ def _record_through_the_broker(key: str, provider_message_id: str) -> None:
 
 def _record_sent(notification: Notification, provider_message_id: str, wait: float) -> None:
     """Record that the provider took the message, riding out up to `wait` seconds of database
-    outage (a soft time limit ends it sooner), and, from the first failure, through the broker
-    too. Raising instead would retry the task, and the retry would send the message again once
-    the lease lapsed: an SMTP server, unlike the SMS gateway, has no idempotency key to drop the
-    repeat (tests/reliability/test_database_outage.py)."""
+    outage (a soft time limit ends it sooner). Raising instead would retry the task, and the retry
+    would send the message again once the lease lapsed: an SMTP server, unlike the SMS gateway,
+    has no idempotency key to drop the repeat (tests/reliability/test_database_outage.py).
+    A record not written within HANDOFF_AFTER_SECONDS also goes through the broker, from a timer:
+    on a partition the UPDATE hangs until libpq gives up, about when the hard time limit kills
+    this process (tests/integration/test_sent_but_not_recorded.py, the hanging case)."""
+    handoff = _Handoff(notification.idempotency_key, provider_message_id)
+    handoff.start()
+    try:
+        _record_until(notification, provider_message_id, wait, handoff)
+    finally:
+        handoff.cancel()
+
+
+class _Handoff(threading.Timer):
+    """Sends the record through the broker once, when the timer fires or the first write fails."""
+
+    def __init__(self, key: str, provider_message_id: str) -> None:
+        super().__init__(HANDOFF_AFTER_SECONDS, self.now)
+        self.daemon = True
+        self.key, self.provider_message_id = key, provider_message_id
+        self._lock, self._done = threading.Lock(), False
+
+    def now(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        logger.warning("%s was sent; its record waits for the database and goes through the broker too", self.key)
+        _record_through_the_broker(self.key, self.provider_message_id)
+
+
+def _record_until(notification: Notification, provider_message_id: str, wait: float, handoff: _Handoff) -> None:
     deadline, pause = time.monotonic() + wait, 0.05
     while True:
         try:
@@ -225,9 +257,8 @@ def _record_sent(notification: Notification, provider_message_id: str, wait: flo
                 raise
             connection.close()  # the outage broke it: reconnect on the next attempt
             if pause == 0.05:
-                key = notification.idempotency_key
-                logger.warning("%s was sent; recording it waits for the database: %s", key, exc)
-                _record_through_the_broker(key, provider_message_id)
+                logger.warning("%s was sent; recording it failed: %s", notification.idempotency_key, exc)
+                handoff.now()
             time.sleep(pause)
             pause = min(2 * pause, 0.5)
 

@@ -43,3 +43,33 @@ def test_a_sent_message_its_sender_could_not_record_is_recorded_by_a_worker_and_
     again = services.send_email(key=KEY, to="ada@example.com", subject="Your order", body="Thank you.")
     assert again.status == Notification.Status.SENT
     assert len(mail.outbox) == 1  # the retry found it sent: the customer got it once
+
+
+def test_a_record_that_hangs_on_a_lost_database_reaches_the_broker_before_the_sender_is_killed(
+    worker, monkeypatch
+) -> None:
+    """A partition makes the UPDATE hang, not fail: libpq notices only after DB_NETWORK_TIMEOUT,
+    about when the hard time limit kills the sender. The record must leave through the broker
+    while the UPDATE still hangs (scenario 20 sent an e-mail twice when it left only on the error)."""
+    record_here = services._update
+    key = "handoff-hang:confirmation:email"
+
+    def database_hangs_after_sending(notification: Notification, **fields) -> None:
+        if fields.get("status") != Notification.Status.SENT:
+            return record_here(notification, **fields)
+        wait_for(  # the UPDATE hangs: meanwhile a worker that reaches the database records it
+            lambda: Notification.objects.filter(idempotency_key=key, status=Notification.Status.SENT).exists(),
+            timeout=10,
+            message="the record handed to the broker while the UPDATE hangs",
+        )
+        raise OperationalError("could not receive data from server: Connection timed out")
+
+    monkeypatch.setattr(services, "_update", database_hangs_after_sending)
+    monkeypatch.setattr(services, "_lease", lambda: timedelta(seconds=1))
+    with pytest.raises(OperationalError):
+        services.send_email(key=key, to="ada@example.com", subject="Your order", body="Thank you.")
+
+    monkeypatch.setattr(services, "_update", record_here)
+    again = services.send_email(key=key, to="ada@example.com", subject="Your order", body="Thank you.")
+    assert again.status == Notification.Status.SENT
+    assert len(mail.outbox) == 1
