@@ -73,7 +73,8 @@ def order_create(request: HttpRequest) -> JsonResponse:
 
 @api_view(("GET",))
 def order_detail(request: HttpRequest, pk) -> JsonResponse:
-    return JsonResponse(order_status(get_object_or_404(Order, pk=pk)))
+    order = get_object_or_404(Order, pk=pk)
+    return JsonResponse(order_status(order) | {"cancellable": cancellation.offered(order)})
 
 
 @limited("lookup")

@@ -7,6 +7,12 @@ shipment ends one way only — cancelled with nothing shipped, or refused becaus
 (tests/integration/test_cancellation.py). Each step is idempotent under the order's business keys:
 the payment's idempotency key at the gateway (refunded at most once), `stock_released_at`,
 `sales_recorded_at` cleared by a conditional UPDATE, the notifications' keys, the transition.
+
+A failed order (its charge failed for good) is cancelled the same way: it never shipped and its
+stock was released when it failed, so `release_stock` finds nothing to do; `refund_payment` asks the
+gateway by the charge's key, so a charge that went through after all (its reply lost, after the
+workflow's own check) is refunded once, and a charge never taken is voided. Its customer is told
+once, by the cancellation's e-mail and text.
 """
 
 import logging

@@ -43,8 +43,10 @@ class Order(models.Model):
     FINAL_STATUSES = (Status.CONFIRMED, Status.CANCELLED, Status.FAILED)
     # Stock is taken off sale for these (reserved, or sold once confirmed).
     HOLDING_STOCK = (Status.PENDING, Status.PROCESSING, Status.PAID, Status.CONFIRMED, Status.ON_HOLD)
-    # A customer (or staff) may cancel these, unless a shipment exists (orders/cancellation.py).
-    CANCELLABLE = (Status.PENDING, Status.PAID, Status.ON_HOLD)
+    # A customer (or staff) may cancel these, unless a shipment exists (orders/cancellation.py). A
+    # failed order too: its stock is released already (not twice), and the cancellation asks the
+    # gateway by the charge's key, so a charge that went through after all is refunded, once.
+    CANCELLABLE = (Status.PENDING, Status.PAID, Status.ON_HOLD, Status.FAILED)
 
     # A random id: the order page and API are reachable by whoever holds the link.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -9,10 +9,18 @@ from django.utils import timezone
 
 from tasks_admin.models import TaskRecord
 
-from .models import Order, WorkflowStep
+from .models import Order, Payment, WorkflowStep
 
 # What a step still to do shows, from its current run in the task history.
 _RUNNING = {states.STARTED: states.STARTED, states.RETRY: states.RETRY}
+# The payment's status as its customer reads it on the order page (live: orders/static/orders/order_live.js).
+PAYMENT_LABELS = {
+    Payment.Status.PENDING: "not taken yet",
+    Payment.Status.CAPTURED: "taken",
+    Payment.Status.DECLINED: "declined",
+    Payment.Status.REFUNDED: "refunded",
+    Payment.Status.VOIDED: "not taken",
+}
 
 
 def stuck_orders(minutes: int, statuses=Order.ACTIVE_STATUSES) -> QuerySet[Order]:
@@ -65,15 +73,31 @@ def order_status(order: Order) -> dict:
         "status": order.status,
         "status_label": order.get_status_display(),
         "final": order.is_finished,  # nothing more happens unless staff act
-        "moving": order.status in Order.ACTIVE_STATUSES,  # the workflow moves it on by itself
+        # the order's workflow, or its cancellation's, moves it on by itself
+        "moving": order.status in (*Order.ACTIVE_STATUSES, Order.Status.CANCELLING),
         "total": str(order.total),
         "failure_reason": order.failure_reason,
         "created_at": order.created_at.isoformat(),
         "url": order.get_absolute_url(),
         "status_url": reverse("api:order_detail", args=[order.pk]),
+        "payment": payment_status(order),
         "steps": [step_status(step) for step in steps],
         "notifications": [
             {"channel": n.channel, "status": n.status, "to": n.recipient, "attempts": n.attempts}
             for n in order.notifications.order_by("created_at")
         ],
+    }
+
+
+def payment_status(order: Order) -> dict:
+    """The order's payment as its page and the API show it: refunded once the cancellation's
+    refund is done (orders/cancellation.py: refund_payment), before the order is cancelled."""
+    payment = Payment.objects.only("status", "refunded_at").get(order=order)
+    label = PAYMENT_LABELS.get(payment.status, payment.status)
+    if payment.status == Payment.Status.PENDING and order.status not in Order.ACTIVE_STATUSES:
+        label = PAYMENT_LABELS[Payment.Status.VOIDED]  # failed, or stopped: not "yet"
+    return {
+        "status": payment.status,
+        "label": label,
+        "refunded_at": payment.refunded_at.isoformat() if payment.refunded_at else None,
     }

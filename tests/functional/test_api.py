@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from notifications.models import Notification
-from orders import services
+from orders import cancellation, services
 from orders.models import Order, OrderLine, Payment, WorkflowStep
 from shop.models import Product
 from tasks_admin.models import TaskRecord
@@ -691,6 +691,35 @@ def test_order_detail_lists_notifications_with_channel_status_and_recipient(clie
         ("email", "sent", email),
         ("sms", "pending", phone),
     ]
+
+
+def test_the_live_status_shows_the_payment_refunded_while_cancelling_and_once_cancelled(client, settings, monkeypatch):
+    """What the order page polls (orders/static/orders/order_live.js): the payment taken, then
+    refunded by the cancellation's first step while the order is still cancelling (the page keeps
+    polling fast: `moving`), then the order cancelled; the cancel offer gone once asked."""
+    settings.PAYMENT_DEMO_LATENCY = 0
+    monkeypatch.setattr(cancellation.cancellation_workflow, "start", lambda order: {})  # its steps run here
+    order_id = post_json(client, order_payload((make_product(stock=5), 1))).json()["id"]
+    services.charge_payment(order_id)
+    url = f"{ORDERS_URL}{order_id}/"
+    paid = client.get(url).json()
+    assert paid["payment"] == {"status": "captured", "label": "taken", "refunded_at": None} and paid["cancellable"]
+
+    cancellation.request(order_id, actor="customer")
+    cancellation.refund_payment(order_id)
+    refunding = client.get(url).json()
+    assert (refunding["status"], refunding["moving"], refunding["final"]) == ("cancelling", True, False)
+    assert refunding["payment"]["status"] == "refunded" and refunding["payment"]["label"] == "refunded"
+    assert refunding["payment"]["refunded_at"] and refunding["cancellable"] is False
+
+    cancellation.release_stock(order_id)
+    cancellation.record_cancellation_sales(order_id)
+    cancellation.finish(order_id)
+    done = client.get(url).json()
+    assert (done["status"], done["final"], done["payment"]["status"]) == ("cancelled", True, "refunded")
+    page = client.get(f"/orders/{order_id}/").content.decode()
+    assert re.search(r'data-testid="payment-status">refunded<', page)
+    assert 'data-testid="cancel-offer"' not in page
 
 
 def test_a_confirmed_order_shows_every_step_done(client, settings):

@@ -18,6 +18,7 @@ from orders import cancellation, services, workflow
 from orders.checkout import Customer, place_order
 from orders.errors import StepNotAllowed
 from orders.models import DemoGatewayCharge, Order, OrderEvent, Payment, Shipment, WorkflowStep
+from orders.payments import DemoGateway
 from shop.models import Product
 from tasks_admin.models import DeadLetter, TaskRecord
 from tests.factories import GOOD_CARD, make_product, order_payload
@@ -57,9 +58,12 @@ def cancelled(order: Order) -> bool:
     )
 
 
-def assert_cancelled_once(order: Order, product: Product, stock: int, mail_dir: Path, sms_gateway, *, charged: bool):
+def assert_cancelled_once(
+    order: Order, product: Product, stock: int, mail_dir: Path, sms_gateway, *, charged: bool, told_before=()
+):
     """Refunded at most once (or never charged), stock back, units not counted, nothing shipped,
-    the customer told once on each channel and never confirmed."""
+    the customer told once on each channel and never confirmed (`told_before`: the e-mails, by
+    kind, the order's workflow sent before it was cancelled, e.g. "failed")."""
     order.refresh_from_db()
     charges = DemoGatewayCharge.objects.filter(idempotency_key=order.payment.idempotency_key)
     if charged:
@@ -73,12 +77,14 @@ def assert_cancelled_once(order: Order, product: Product, stock: int, mail_dir: 
     assert order.stock_released_at is not None and order.sales_recorded_at is None
     assert not Shipment.objects.filter(order=order).exists()
     subjects = [m["Subject"] for m in mailbox(mail_dir, to=order.email)]
-    assert subjects == [f"Your order {order.number} is cancelled"]
+    earlier = {"failed": f"A problem with your order {order.number}"}
+    assert subjects == [*(earlier[kind] for kind in told_before), f"Your order {order.number} is cancelled"]
     texts = sms_gateway.accepted(to=order.phone)
     assert len(texts) == 1 and "cancelled" in texts[0].body and str(order.pk) not in texts[0].body
     assert set(order.notifications.values_list("idempotency_key", "status")) == {
         (f"order:{order.pk}:cancelled:email", Notification.Status.SENT),
         (f"order:{order.pk}:cancelled:sms", Notification.Status.SENT),
+        *((f"order:{order.pk}:{kind}:email", Notification.Status.SENT) for kind in told_before),
     }
     for task in CANCELLATION_TASKS:  # one run each: one workflow
         assert TaskRecord.objects.about(order).filter(task_name=f"orders.tasks.{task}").count() == 1, task
@@ -156,6 +162,74 @@ def test_cancel_after_shipment_is_refused_clearly(worker, client, sms_gateway):
     assert "Cancel this order" not in client.get(order.get_absolute_url()).content.decode()
     assert status(order) == Order.Status.CONFIRMED
     assert DemoGatewayCharge.objects.get().refunded_at is None
+
+
+def failed_order(client: Client, product: Product, fault_dir: Path) -> Order:
+    """An order whose charge failed for good (the gateway raising, no charge made): failed, its
+    stock released and its customer told "a problem with your order"."""
+    with switches.failing(fault_dir, switches.CHARGE):
+        order = place(client, order_payload((product, 2)))
+        wait_for(lambda: status(order) == Order.Status.FAILED, message="the order failed")
+    wait_for(lambda: order.notifications.filter(status=Notification.Status.SENT).count() == 1, message="told")
+    order.refresh_from_db()
+    assert order.stock_released_at is not None and order.payment.status == Payment.Status.PENDING
+    assert not DemoGatewayCharge.objects.exists()
+    return order
+
+
+def test_a_failed_order_charged_after_all_is_cancelled_by_its_customer_and_refunded_once(
+    worker, client, sms_gateway, mail_dir, fault_dir
+):
+    """The charge failed for good, the order failed and its stock was released; then the charge
+    turns up at the gateway (its reply lost, after the workflow asked). The customer cancels from
+    the order page: refunded once, the stock not released a second time, told once, cancelled —
+    and the page's live part shows it refunded."""
+    product = make_product(stock=5)
+    order = failed_order(client, product, fault_dir)
+    released_at = order.stock_released_at
+    assert Product.objects.get(pk=product.pk).stock == 5
+    payment = order.payment
+    DemoGateway().charge(token=payment.card_token, amount=payment.amount, idempotency_key=payment.idempotency_key)
+
+    assert "Cancel this order" in client.get(order.get_absolute_url()).content.decode()
+    assert client.get(f"/orders/{order.pk}/cancel/").status_code == 200
+    assert client.post(f"/orders/{order.pk}/cancel/", {"reason": "I was charged"}).status_code == 302
+
+    wait_for(lambda: cancelled(order), message="the order cancelled")
+    assert_cancelled_once(order, product, 5, mail_dir, sms_gateway, charged=True, told_before=("failed",))
+    assert order.stock_released_at == released_at  # released once, when it failed
+    assert "refunded to your card" in sms_gateway.accepted(to=order.phone)[0].body
+    event = OrderEvent.objects.get(order=order, kind="request_cancel")
+    assert (event.actor, event.from_status, event.note) == ("customer", "failed", "I was charged")
+    live = client.get(f"/api/orders/{order.pk}/").json()
+    assert live["status"] == "cancelled" and live["cancellable"] is False
+    assert (live["payment"]["status"], live["payment"]["label"]) == ("refunded", "refunded")
+    assert live["payment"]["refunded_at"]
+
+
+def test_staff_cancel_a_failed_order_never_charged_from_its_admin_page_with_no_refund(
+    worker, client, sms_gateway, mail_dir, fault_dir
+):
+    """The same rule for staff: the order admin offers "Cancel and refund" on a failed order; the
+    payment is voided (nothing to refund: the gateway has no charge under its key)."""
+    product = make_product(stock=5)
+    order = failed_order(client, product, fault_dir)
+    assert client.get(f"/api/orders/{order.pk}/").json()["payment"]["label"] == "not taken"  # not "yet"
+    staff = User.objects.create_superuser("failures", "failures@example.com", "pw")
+    staff_client = Client()
+    staff_client.force_login(staff)
+    page = staff_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "Cancel and refund" in page
+
+    url = reverse("admin:orders_order_cancel", args=[order.pk])
+    assert staff_client.post(url, {"reason": "customer asked by phone"}).status_code == 302
+
+    wait_for(lambda: cancelled(order), message="the order cancelled")
+    assert_cancelled_once(order, product, 5, mail_dir, sms_gateway, charged=False, told_before=("failed",))
+    assert "you have not been charged" in sms_gateway.accepted(to=order.phone)[0].body
+    event = OrderEvent.objects.get(order=order, kind="request_cancel")
+    assert (event.user, event.from_status, event.note) == (staff, "failed", "customer asked by phone")
+    assert client.get(f"/api/orders/{order.pk}/").json()["payment"]["status"] == Payment.Status.VOIDED
 
 
 def test_a_declined_refund_is_a_dead_letter_then_retried_from_the_console_refunds_once(

@@ -1,9 +1,11 @@
-"""Property-based: random sequences of checkouts, worker crashes, provider faults, console actions
-and periodic jobs, against the real worker, never break the order's rules.
+"""Property-based: random sequences of checkouts, customers cancelling (a failed order too), worker
+crashes, provider faults, console actions and periodic jobs, against the real worker, never break
+the order's rules.
 
 After every step: stock on hand plus the units held by orders equals what there was, no order is
-shipped unpaid, none is charged twice. After the run (faults off, held orders continued by staff,
-the recovery job run): every order is final, and what its customer was told agrees with it.
+shipped unpaid, none is charged twice. After the run (faults off, held orders continued and failed
+cancellations retried by staff, the recovery job run): every order is final, what was charged and
+not kept is refunded once, and what its customer was told agrees with it.
 """
 
 import os
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from celery import states
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -22,8 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from notifications.models import Notification
+from orders import cancellation_workflow, maintenance
 from orders import console as order_console
-from orders import maintenance
 from orders.errors import CheckoutError, OrderActionRefused
 from orders.models import DemoGatewayCharge, Order, OrderLine, Payment, Shipment
 from shop.models import Product
@@ -51,14 +54,17 @@ class World:
 
 
 def units_accounted_for(product: Product) -> int:
-    """Stock on hand plus the units held by orders, in one statement (one snapshot of the database)."""
+    """Stock on hand plus the units held by orders (an order being cancelled holds them until its
+    cancellation releases them), in one statement (one snapshot of the database)."""
     line, order, table = OrderLine._meta.db_table, Order._meta.db_table, Product._meta.db_table
     placeholders = ", ".join(["%s"] * len(HOLDING))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT p.stock + COALESCE((SELECT SUM(l.quantity) FROM {line} l JOIN {order} o ON o.id = l.order_id "
-            f"WHERE l.product_id = p.id AND o.status IN ({placeholders})), 0) FROM {table} p WHERE p.id = %s",
-            [*HOLDING, product.pk],
+            f"WHERE l.product_id = p.id AND (o.status IN ({placeholders}) "
+            "OR (o.status = %s AND o.stock_released_at IS NULL))), 0) "
+            f"FROM {table} p WHERE p.id = %s",
+            [*HOLDING, Order.Status.CANCELLING, product.pk],
         )
         return cursor.fetchone()[0]
 
@@ -95,6 +101,15 @@ class OrderRules(RuleBasedStateMachine):
             console.perform(action, record, user=World.staff, reason="hypothesis")
         except ActionRefused:
             pass  # refused in this state: the rules held
+
+    @rule(order_id=orders)
+    def customer_cancel(self, order_id: str | None):
+        """The customer cancels from the order's page (the API's twin): pending, paid, on hold or
+        failed, before it ships; refused once shipped or while the charge is at the gateway."""
+        if order_id is None:
+            return
+        response = World.client.post(f"/api/orders/{order_id}/cancel/", {}, content_type="application/json")
+        assert response.status_code in (202, 409), response.content
 
     @rule(order_id=orders)
     def staff_continue(self, order_id: str | None):
@@ -147,22 +162,34 @@ class OrderRules(RuleBasedStateMachine):
         self._check_final()
 
     def _drained(self) -> bool:
-        """Staff continue held orders and the recovery job runs, until every order is final."""
+        """Staff continue held orders and retry failed cancellations (a refund refused while the
+        fault was on), and the recovery job runs, until every order is final."""
         orders = Order.objects.filter(pk__in=self.placed)
         for order in orders.filter(status=Order.Status.ON_HOLD):
             try:
                 order_console.continue_order(order, user=World.staff, reason="drain")
             except (OrderActionRefused, CheckoutError):
                 pass
+        for order in orders.filter(status=Order.Status.CANCELLING):
+            failed = TaskRecord.objects.about(order).filter(
+                task_name__in=cancellation_workflow.TASK_NAMES, state=states.FAILURE, resolved_at__isnull=True
+            )
+            if (record := failed.first()) is not None:
+                with suppress(ActionRefused):
+                    console.perform(console.Action.RETRY, record, user=World.staff, reason="drain")
         maintenance.recover_stuck_workflows(minutes=0.02)
         busy = orders.exclude(status__in=Order.FINAL_STATUSES).exists()
         return not busy and not Notification.objects.filter(order__in=orders, status="pending").exists()
 
     def _check_final(self):
         for order in Order.objects.filter(pk__in=self.placed):
-            charges = DemoGatewayCharge.objects.filter(idempotency_key=f"order:{order.pk}:charge").count()
+            charges = DemoGatewayCharge.objects.filter(idempotency_key=f"order:{order.pk}:charge")
             captured = Payment.objects.filter(order=order, status=Payment.Status.CAPTURED).exists()
-            assert charges <= 1 and charges == captured, order
+            refunded = Payment.objects.filter(order=order, status=Payment.Status.REFUNDED).exists()
+            assert charges.count() <= 1 and charges.count() == captured + refunded, order
+            # Charged and cancelled: refunded at the gateway (once: a charge is refunded at most once).
+            assert refunded == charges.filter(refunded_at__isnull=False).exists(), order
+            assert not (captured and order.status == Order.Status.CANCELLED), order
             # What the customer was told (a message staff chose not to send is not among it).
             told = {n.idempotency_key.split(":")[2] for n in order.notifications.exclude(status="cancelled")}
             if order.status == Order.Status.CONFIRMED:
@@ -191,3 +218,33 @@ def test_random_sequences_of_customers_crashes_faults_staff_and_jobs_keep_the_or
         ),
     )
     print(f"order rules held over the examples in {time.monotonic() - started:.0f} s")
+
+
+def test_the_rules_hold_for_a_failed_order_its_customer_cancels(worker, client, fake_tasks_dir):
+    """The sequence random runs seldom draw (the gateway failing for good, an order failing, its
+    customer cancelling it), played through the same machine: its invariants after each step and
+    its checks at the end (cancelled, nothing charged or refunded, told it failed then cancelled)."""
+    World.client, World.worker, World.fault_dir = client, worker, fake_tasks_dir
+    World.staff = User.objects.create_superuser("hypothesis", "h@example.com", "pw")
+    machine = OrderRules()
+
+    def check() -> None:
+        machine.stock_is_accounted_for()
+        machine.nothing_ships_unpaid()
+
+    machine.provider_fault(switches.CHARGE, on=True)
+    order_id = machine.checkout(declined=False, quantity=2)
+    wait_for(lambda: Order.objects.get(pk=order_id).status == Order.Status.FAILED, message="the order failed")
+    check()
+    machine.provider_fault(switches.CHARGE, on=False)
+    machine.customer_cancel(order_id)
+    assert Order.objects.get(pk=order_id).status in (Order.Status.CANCELLING, Order.Status.CANCELLED)
+    check()
+    machine.teardown()
+    order = Order.objects.get(pk=order_id)
+    assert order.status == Order.Status.CANCELLED and order.payment.status == Payment.Status.VOIDED
+    assert set(order.notifications.values_list("idempotency_key", flat=True)) == {
+        f"order:{order_id}:failed:email",
+        f"order:{order_id}:cancelled:email",
+        f"order:{order_id}:cancelled:sms",
+    }

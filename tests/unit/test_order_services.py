@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from notifications import services as notifications
 from notifications.models import Notification
-from orders import services, stock
+from orders import cancellation, services, stock
 from orders.checkout import Customer, place_order
 from orders.errors import InsufficientStock, MessageCancelled, NoFailedStep, OrderActionRefused, StepNotAllowed
 from orders.models import DemoGatewayCharge, Order, OrderEvent, Payment, Shipment, WorkflowStep
@@ -683,3 +683,46 @@ def test_no_confirmation_is_reopened_for_an_order_that_is_not_confirmed(status):
         services.reopen_confirmation(order.pk, "email")
 
     assert not Notification.objects.exists()
+
+
+# Who may cancel through the cancellation workflow (orders/cancellation.py): the customer's and
+# staff's rule alike
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.PAID, Status.ON_HOLD, Status.FAILED])
+def test_an_order_that_has_not_shipped_is_offered_cancellation_a_failed_one_included(status):
+    order = reach(place((make_product(stock=5), 1)), status)
+
+    assert cancellation.refusal(order) is None and cancellation.offered(order)
+
+
+@pytest.mark.parametrize("status", [Status.PAID, Status.ON_HOLD, Status.CONFIRMED])
+def test_an_order_that_shipped_is_refused_cancellation_and_not_offered_it(status):
+    order = reach(place((make_product(stock=5), 1)), status)
+    Shipment.objects.create(order=order, reference=services.new_shipment_reference())
+
+    assert isinstance(cancellation.refusal(order), cancellation.AlreadyShipped) and not cancellation.offered(order)
+    with pytest.raises(cancellation.AlreadyShipped, match="already shipped"):
+        cancellation.request(order.pk, actor="customer")
+    assert status_of(order) == status
+
+
+def test_an_order_whose_charge_is_at_the_gateway_is_refused_cancellation_for_now():
+    order = reach(place((make_product(stock=5), 1)), Status.PROCESSING)
+
+    assert "try again in a minute" in str(cancellation.refusal(order)) and not cancellation.offered(order)
+    with pytest.raises(OrderActionRefused):
+        cancellation.request(order.pk, actor="customer")
+    assert status_of(order) == Status.PROCESSING
+
+
+def test_a_failed_order_is_moved_to_cancelling_by_its_customer_and_audited(monkeypatch):
+    sent = []
+    monkeypatch.setattr(cancellation.cancellation_workflow, "start", lambda order: sent.append(order.pk))
+    order = reach(place((make_product(stock=5), 1)), Status.FAILED)
+
+    assert cancellation.request(order.pk, actor="customer", note="charged anyway?") is True
+
+    assert status_of(order) == Status.CANCELLING and sent == [order.pk]
+    event = OrderEvent.objects.get(order=order, kind="request_cancel")
+    assert (event.from_status, event.to_status, event.note) == (Status.FAILED, Status.CANCELLING, "charged anyway?")

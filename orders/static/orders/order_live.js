@@ -9,8 +9,9 @@
 
   // Screen readers hear what changed, once, when they are idle (aria-live="polite").
   const announcer = root.querySelector("[data-testid=order-announcer]");
+  // What is said: the status, then every other line ("payment: refunded", each message) when new.
   function describe(order) {
-    return [order.status_label].concat(order.notifications.map(function (n) {
+    return [order.status_label, "payment: " + order.payment.label].concat(order.notifications.map(function (n) {
       return n.channel + " to " + n.to + ": " + n.status;
     }));
   }
@@ -29,13 +30,19 @@
 
   function render(order) {
     if (told === null) {  // what the page showed when it was loaded
-      told = [root.querySelector("[data-testid=order-status]").textContent.trim()].concat(
+      told = [root.querySelector("[data-testid=order-status]").textContent.trim(),
+        "payment: " + root.querySelector("[data-testid=payment-status]").textContent.trim()].concat(
         Array.from(root.querySelectorAll("[data-testid=notifications] li:not(.muted)"), function (li) { return li.textContent.trim(); }));
     }
     announce(order);
     const status = root.querySelector("[data-testid=order-status]");
     status.textContent = order.status_label;
     status.className = "status status-" + order.status;
+    const payment = root.querySelector("[data-testid=payment-status]");
+    payment.textContent = order.payment.label;
+    payment.className = "payment payment-" + order.payment.status;
+    const offer = root.querySelector("[data-testid=cancel-offer]");
+    if (offer && !order.cancellable) offer.remove();  // being cancelled, or shipped: no longer offered
     const reason = root.querySelector("[data-testid=failure-reason]");
     reason.textContent = order.failure_reason ? order.failure_reason.charAt(0).toUpperCase() + order.failure_reason.slice(1) : "";
     reason.hidden = !order.failure_reason;
