@@ -64,10 +64,11 @@ def refusal(order: Order) -> OrderActionRefused | None:
     return None
 
 
-def request(order_id, *, actor: str, user: AbstractBaseUser | None = None, note: str = "") -> bool:
+def request(order_id, *, actor: str, user: AbstractBaseUser | None = None, note: str = "", reason: str = "") -> bool:
     """Move the order to `cancelling` and send the cancellation workflow; False if it was being
     cancelled (or cancelled) already — asking twice starts one workflow. OrderActionRefused
-    (AlreadyShipped) says why it cannot be. Audited: who (`actor`, `user`), when, why (`note`)."""
+    (AlreadyShipped) says why it cannot be. Audited: who (`actor`, `user`), when, why (`note`);
+    `reason` is what the customer is told (by default: they, or staff, cancelled it)."""
     with transaction.atomic():
         order = locked(order_id)  # waits for a create_shipment holding the order: then it sees the shipment
         if order.status in UNDER_WAY:
@@ -75,7 +76,7 @@ def request(order_id, *, actor: str, user: AbstractBaseUser | None = None, note:
         refused = refusal(order)
         if refused is not None:
             raise refused
-        reason = CUSTOMER_REASON if actor.startswith("customer") else STAFF_REASON
+        reason = reason or (CUSTOMER_REASON if actor.startswith("customer") else STAFF_REASON)
         lifecycle.require(order, lifecycle.REQUEST_CANCEL, actor=actor, user=user, note=note, failure_reason=reason)
         skip_unfinished(order, f"not run: order cancelled by {actor}")
         cancellation_workflow.start(order)
