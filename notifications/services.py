@@ -235,7 +235,9 @@ class _Handoff(threading.Timer):
             if self._done:
                 return
             self._done = True
-        logger.warning("%s was sent; its record waits for the database and goes through the broker too", self.key)
+        logger.warning(
+            "%s was sent; its record goes through the broker too (the database is slow to take it)", self.key
+        )
         _record_through_the_broker(self.key, self.provider_message_id)
 
 
@@ -257,7 +259,9 @@ def _record_until(notification: Notification, provider_message_id: str, wait: fl
                 raise
             connection.close()  # the outage broke it: reconnect on the next attempt
             if pause == 0.05:
-                logger.warning("%s was sent; recording it failed: %s", notification.idempotency_key, exc)
+                logger.warning(
+                    "%s was sent; recording it waits for the database: %s", notification.idempotency_key, exc
+                )
                 handoff.now()
             time.sleep(pause)
             pause = min(2 * pause, 0.5)

@@ -99,6 +99,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_IDLE
     timeout_ms = int(DB_IDLE_IN_TRANSACTION_TIMEOUT * 1000)
     options["options"] = f"{options.get('options', '')} -c idle_in_transaction_session_timeout={timeout_ms}".strip()
 
+# Until then, a statement waiting for those locks waits in libpq, where no signal reaches it: not
+# the soft time limit, which Python raises only once the statement returns. It would wait past the
+# hard time limit and be killed, and a killed step fails for good: its order held for staff. A
+# statement that waits this many seconds for a lock fails instead, and its task retries (scenario
+# 20; tests/integration/test_lock_timeout.py). Keep it under CELERY_TASK_SOFT_TIME_LIMIT; 0: off.
+DB_LOCK_TIMEOUT = env_float("DB_LOCK_TIMEOUT", 10)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_LOCK_TIMEOUT > 0:
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    timeout_ms = int(DB_LOCK_TIMEOUT * 1000)
+    options["options"] = f"{options.get('options', '')} -c lock_timeout={timeout_ms}".strip()
+
 # The other side of the same partition: a process whose host cannot reach PostgreSQL would wait
 # for its packets for as long as TCP retries (a connection attempt about two minutes, a query on an
 # open connection about fifteen). libpq gives up on a connection attempt after DB_CONNECT_TIMEOUT

@@ -150,6 +150,7 @@ class Stack:
             "CELERY_RESTORE_THROTTLE": "1",
             "CELERY_TASK_SOFT_TIME_LIMIT": "4",
             "CELERY_TASK_TIME_LIMIT": "5",
+            "DB_LOCK_TIMEOUT": "2",  # under the soft time limit, as the defaults are (10 s, 30 s)
             "CELERY_SOFT_SHUTDOWN_TIMEOUT": "5",
             "TASK_RETRY_BACKOFF": "0.2",
             "TASK_RETRY_BACKOFF_MAX": "2",
