@@ -94,10 +94,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # ends such a session after this many seconds (tests/reliability/test_failover.py, scenario 19);
 # keep it above the longest a transaction of the shop waits on anything but the database.
 DB_IDLE_IN_TRANSACTION_TIMEOUT = env_float("DB_IDLE_IN_TRANSACTION_TIMEOUT", 60)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_IDLE_IN_TRANSACTION_TIMEOUT > 0:
-    options = DATABASES["default"].setdefault("OPTIONS", {})
-    timeout_ms = int(DB_IDLE_IN_TRANSACTION_TIMEOUT * 1000)
-    options["options"] = f"{options.get('options', '')} -c idle_in_transaction_session_timeout={timeout_ms}".strip()
+
+
+def _session_timeout(parameter: str, seconds: float) -> None:
+    """Set a PostgreSQL timeout for every session the shop opens (off where `seconds` is 0)."""
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and seconds > 0:
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c {parameter}={int(seconds * 1000)}".strip()
+
+
+_session_timeout("idle_in_transaction_session_timeout", DB_IDLE_IN_TRANSACTION_TIMEOUT)
 
 # Until then, a statement waiting for those locks waits in libpq, where no signal reaches it: not
 # the soft time limit, which Python raises only once the statement returns. It would wait past the
@@ -105,10 +111,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_IDLE
 # statement that waits this many seconds for a lock fails instead, and its task retries (scenario
 # 20; tests/integration/test_lock_timeout.py). Keep it under CELERY_TASK_SOFT_TIME_LIMIT; 0: off.
 DB_LOCK_TIMEOUT = env_float("DB_LOCK_TIMEOUT", 10)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_LOCK_TIMEOUT > 0:
-    options = DATABASES["default"].setdefault("OPTIONS", {})
-    timeout_ms = int(DB_LOCK_TIMEOUT * 1000)
-    options["options"] = f"{options.get('options', '')} -c lock_timeout={timeout_ms}".strip()
+_session_timeout("lock_timeout", DB_LOCK_TIMEOUT)
 
 # The other side of the same partition: a process whose host cannot reach PostgreSQL would wait
 # for its packets for as long as TCP retries (a connection attempt about two minutes, a query on an
