@@ -19,7 +19,8 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from orders.models import Order
-from tasks_admin.models import TaskRecord
+from tasks_admin import tally
+from tasks_admin.models import FINAL_STATES, TaskRecord, TaskTally
 
 HISTORY_DAYS = 30
 WORKFLOW_EVERY = 30  # one order workflow (6 tasks) per 30 tasks: a fifth of the history is order steps
@@ -56,7 +57,7 @@ DECLINED = ("orders.payments", "PaymentDeclined", "Card declined by the issuer")
 TASK_COLUMNS = (
     "id, task_id, task_name, state, args, kwargs, queue, exchange, routing_key, root_id, parent_id, group_id, "
     "chord_id, eta, subject_type, subject_id, periodic_task_name, sent_at, started_at, finished_at, runtime, "
-    "worker, attempts, retries, exception_type, exception_message, expected_failure, resolution_note"
+    "worker, attempts, retries, exception_type, exception_message, expected_failure, resolution_note, tallied"
 )
 RESULT_COLUMNS = (
     "id, task_id, periodic_task_name, task_name, task_args, task_kwargs, status, worker, content_type, "
@@ -206,6 +207,7 @@ def _task_line(task: _Task) -> str:
                 _text(error[2]) if error else "",
                 "t" if declined else "f",
                 "",
+                "t" if task.state in FINAL_STATES else "f",  # folded into /metrics' tally, as scrapes left it
             )
         )
         + "\n"
@@ -333,6 +335,13 @@ def load(rows: int, log: Log) -> dict[str, float]:
             log(f"Loaded {cursor.rowcount:,} {label} rows in {seconds[label]} s.")
         for statement in connection.ops.sequence_reset_sql(no_style(), [TaskRecord, TaskResult]):
             cursor.execute(statement)
+        start = time.perf_counter()
+        TaskTally.objects.bulk_create(
+            TaskTally(task_name=name, state=state, expected_failure=expected, **vars(sums))
+            for (name, state, expected), sums in tally.aggregate(TaskRecord.objects.filter(tallied=True)).items()
+        )
+        seconds["metrics tally"] = round(time.perf_counter() - start, 1)
+        log(f"Tallied the finished runs for /metrics in {seconds['metrics tally']} s.")
     start = time.perf_counter()
     with connection.cursor() as cursor:
         # As autovacuum leaves a table in production: statistics, and a visibility map for index-only scans.

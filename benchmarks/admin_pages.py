@@ -26,7 +26,8 @@ from django.urls import reverse
 from django_celery_results.models import TaskResult
 from psycopg2 import sql
 
-from tasks_admin.models import TaskRecord
+from tasks_admin import collectors, tally
+from tasks_admin.models import FINAL_STATES, TaskRecord
 
 from . import admin_data, stock_admin
 from .database import (
@@ -134,7 +135,7 @@ def run(
             load_seconds = admin_data.load(rows, log) if needs_load else {}
             with connection.cursor() as cursor:
                 cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [_marker(rows)])
-            pages = measure_pages(runs, log)
+            pages = [*measure_pages(runs, log), measure_scrape(runs, log)]
     finally:
         if not keep:
             drop_database(server, name)
@@ -214,24 +215,36 @@ def _pages() -> list[_Page]:
             change_url(middle),
         ),
         _Page("search: order number", None, "", f"{ours}?q={ordered.subject.number}", change_url(ordered)),
+        _Page(
+            "dead letters",
+            None,
+            "",
+            reverse("admin:tasks_admin_deadletter_changelist"),
+            change_url(TaskRecord.objects.dead_letters().first()),
+        ),
     ]
 
 
 def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
-    def get() -> float:
-        start = time.perf_counter()
+    def get() -> None:
         response = client.get(url)
-        elapsed = time.perf_counter() - start
         if response.status_code != 200 or expects not in response.content.decode():
             raise BenchmarkError(f"{url} answered {response.status_code} without {expects!r}: not a page to time.")
-        return elapsed
 
+    return _time_call(get, runs)
+
+
+def _time_call(call: Callable[[], object], runs: int) -> Timing:
     with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
-        get()
-    query_count = len(queries)  # now: the next request clears the connection's query log
+        call()
+    query_count = len(queries)  # now: a request clears the connection's query log
     for _ in range(WARMUPS - 1):
-        get()
-    samples = [get() * 1000 for _ in range(runs)]
+        call()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
     milliseconds = percentiles(samples)
     return Timing(
         round(milliseconds["p50"], 1),
@@ -240,6 +253,33 @@ def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
         round(max(samples), 1),
         query_count,
     )
+
+
+def _figures(counts: dict[tally.Outcome, tally.Sums]) -> dict:
+    """What a scrape shows, sums rounded (the tally adds them up in another order)."""
+    return {
+        outcome: (
+            s.runs,
+            s.runtime_count,
+            s.runtime_buckets,
+            s.wait_count,
+            s.wait_buckets,
+            round(s.runtime_sum, 3),
+            round(s.wait_sum, 3),
+        )
+        for outcome, s in counts.items()
+    }
+
+
+def measure_scrape(runs: int, log: Log) -> PageResult:
+    """/metrics' task series (tasks_admin/collectors.py) from the tally, as every scrape reads them,
+    against what each scrape did before the tally: the same figures aggregated over the whole history."""
+    log("Timing the /metrics task series ...")
+    whole = TaskRecord.objects.filter(state__in=FINAL_STATES)
+    if _figures(tally.aggregate(whole)) != _figures(tally.counts(settle_first=None)):
+        raise BenchmarkError("The tally and the history disagree: not a scrape to time.")
+    before = _time_call(lambda: tally.aggregate(whole), runs)
+    return PageResult("/metrics task series", before, _time_call(lambda: list(collectors.task_series()), runs))
 
 
 def measure_pages(runs: int, log: Log) -> list[PageResult]:

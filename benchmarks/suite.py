@@ -345,21 +345,31 @@ def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
         log(f"  skipped: {exc}")
         return []
     figures, judged = [], sizes.admin_rows >= 1_000_000  # the targets are for a million rows
+    baselines = {
+        "search: order number": "the stock admin cannot search by order",
+        "dead letters": "the stock admin has no dead-letter list",
+        "/metrics task series": "the same series from the whole history at each scrape (before the tally)",
+    }
     for page in report.pages:
-        target = page.page != "search: order number"
+        faster = page.page not in baselines
+        name = (
+            f"/metrics task series per scrape, {sizes.admin_rows:,} rows (median)"
+            if page.page == "/metrics task series"
+            else f"task list, {page.page}, {sizes.admin_rows:,} rows (median)"
+        )
         figures.append(
             Figure(
                 "admin",
-                f"task list, {page.page}, {sizes.admin_rows:,} rows (median)",
+                name,
                 page.ours.median_ms / 1000,
                 page.stock.median_ms / 1000 if page.stock else None,
                 "s",
-                "stock django-celery-results admin" if page.stock else "the stock admin cannot search by order",
-                ("≤ 100 ms, ≥ 15× faster" if target else "≤ 100 ms") if judged else "(at 1,000,000 rows)",
+                baselines.get(page.page, "stock django-celery-results admin"),
+                ("≤ 100 ms, ≥ 15× faster" if faster else "≤ 100 ms") if judged else "(at 1,000,000 rows)",
                 None
                 if not judged
                 else (lambda f: f.value <= 0.1 and f.baseline / f.value >= 15)
-                if target
+                if faster
                 else (lambda f: f.value <= 0.1),
             )
         )

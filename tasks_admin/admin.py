@@ -468,7 +468,7 @@ class DeadLetterAdmin(AccessibleAdminMixin, TaskConsoleMixin, admin.ModelAdmin):
         groups = (
             DeadLetter.objects.order_by()
             .values("task_name", "exception_type")
-            .annotate(count=Count("id"))
+            .annotate(count=Count("*"))  # COUNT(id) read every row; this, the partial index alone
             .order_by("-count")[:20]
         )
         return super().changelist_view(request, {"groups": groups, **(extra_context or {})})

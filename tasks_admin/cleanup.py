@@ -15,6 +15,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django_celery_results.models import ChordCounter, GroupResult, TaskResult
 
+from . import tally
 from .models import PLANNED, ChordPart, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ def cleanup_task_history(days: int | None = None, batch_size: int = BATCH_SIZE) 
     chord counters; return how many rows of each were deleted.
 
     Unresolved dead letters are kept, with their result (the traceback): staff still
-    have to deal with them.
+    have to deal with them. Finished runs are folded into /metrics' tally first (tally.py).
     """
     days = settings.TASK_HISTORY_DAYS if days is None else days
+    tally.settle()  # counted before deleted: /metrics' counters keep them
     cutoff = timezone.now() - timedelta(days=days)
     dead_letters = TaskRecord.objects.dead_letters()
     deleted = {

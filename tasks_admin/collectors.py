@@ -2,29 +2,25 @@
 and the beat lease, so they are the same whichever web process answers and however many
 worker processes ran the tasks (nothing is counted in a process's memory).
 
-Counters are counts of the task history: when the daily cleanup deletes old records a counter
-goes down, which Prometheus treats as a counter reset (rate() and increase() stay right).
-Proven by tests/functional/test_metrics.py and tests/integration/test_prometheus_scrape.py.
+The task counter and histograms come from the tally of finished runs (tasks_admin/tally.py):
+a scrape costs what the last few minutes' runs cost however large the history, and the daily
+cleanup does not lower them. Proven by tests/functional/test_metrics.py and tests/integration/test_prometheus_scrape.py.
 """
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 from celery import current_app, states
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
+from django.db.models import Max
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from . import metrics, periodic
-from .models import SKIPPED, SchedulerLock, TaskRecord
+from . import metrics, periodic, tally
+from .models import SchedulerLock, TaskRecord
 
-FINAL_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED, SKIPPED)
 # A failure the task declares as an outcome (Task.throws): counted apart, so that declined
 # cards do not count in the failure-rate alert (docs/prometheus/alerts.yml).
 EXPECTED_FAILURE = "EXPECTED_FAILURE"
-RUNTIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class TaskCollector:
@@ -42,63 +38,38 @@ class TaskCollector:
 
 
 def task_series() -> Iterator[Metric]:
-    """One pass over the finished records: the counter and both histograms."""
-    wait = ExpressionWrapper(F("started_at") - F("sent_at"), output_field=DurationField())
-    rows = (
-        TaskRecord.objects.filter(state__in=FINAL_STATES)
-        .alias(wait=wait)
-        .values("task_name", "state", "expected_failure")
-        .annotate(
-            n=Count("id"),
-            runtime_count=Count("runtime"),
-            runtime_sum=Sum("runtime"),
-            wait_count=Count("id", filter=Q(started_at__isnull=False)),
-            wait_sum=Sum("wait"),
-            **{f"r{i}": Count("id", filter=Q(runtime__lte=bound)) for i, bound in enumerate(RUNTIME_BUCKETS)},
-            **{
-                f"w{i}": Count("id", filter=Q(wait__lte=timedelta(seconds=bound)))
-                for i, bound in enumerate(WAIT_BUCKETS)
-            },
-        )
-        .order_by("task_name", "state")
-    )
+    """The counter and both histograms, from the tally of finished runs (tasks_admin/tally.py)."""
     total = CounterMetricFamily(
         "celery_tasks",
         "Tasks finished, by name and final state (EXPECTED_FAILURE: an outcome it declares, e.g. a declined card)",
         labels=["task", "state"],
     )
-    runtime: dict[str, list] = {}
-    wait_seconds: dict[str, list] = {}
-    for row in rows:
-        state = EXPECTED_FAILURE if row["expected_failure"] and row["state"] == states.FAILURE else row["state"]
-        total.add_metric([row["task_name"], state], row["n"])
-        _add(runtime, row, "r", "runtime", len(RUNTIME_BUCKETS), row["runtime_sum"] or 0.0)
-        waited = row["wait_sum"].total_seconds() if row["wait_sum"] is not None else 0.0
-        _add(wait_seconds, row, "w", "wait", len(WAIT_BUCKETS), waited)
+    runtime = HistogramMetricFamily(
+        "celery_task_runtime_seconds", "Time a finished task ran (its last attempt)", labels=["task"]
+    )
+    wait = HistogramMetricFamily(
+        "celery_task_queue_wait_seconds", "Time from sending a task to a worker starting it", labels=["task"]
+    )
+    by_state: dict[tuple[str, str], int] = {}
+    by_task: dict[str, tally.Sums] = {}
+    for (name, state, expected), sums in sorted(tally.counts().items()):
+        label = EXPECTED_FAILURE if expected and state == states.FAILURE else state
+        by_state[name, label] = by_state.get((name, label), 0) + sums.runs
+        by_task.setdefault(name, tally.Sums()).add(sums)
+    for (name, label), runs in by_state.items():
+        total.add_metric([name, label], runs)
+    for name, sums in by_task.items():
+        runtime.add_metric(
+            [name], _buckets(tally.RUNTIME_BUCKETS, sums.runtime_buckets, sums.runtime_count), sums.runtime_sum
+        )
+        wait.add_metric([name], _buckets(tally.WAIT_BUCKETS, sums.wait_buckets, sums.wait_count), sums.wait_sum)
     yield total
-    yield _histogram(
-        "celery_task_runtime_seconds", "Time a finished task ran (its last attempt)", runtime, RUNTIME_BUCKETS
-    )
-    yield _histogram(
-        "celery_task_queue_wait_seconds", "Time from sending a task to a worker starting it", wait_seconds, WAIT_BUCKETS
-    )
+    yield runtime
+    yield wait
 
 
-def _add(into: dict[str, list], row: dict, prefix: str, name: str, size: int, total: float) -> None:
-    """Fold one (task, state) row into the task's cumulative buckets, count and sum."""
-    sums = into.setdefault(row["task_name"], [[0] * size, 0, 0.0])
-    for i in range(size):
-        sums[0][i] += row[f"{prefix}{i}"]
-    sums[1] += row[f"{name}_count"]
-    sums[2] += total
-
-
-def _histogram(name: str, documentation: str, by_task: dict[str, list], bounds: tuple) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, documentation, labels=["task"])
-    for task, (cumulative, count, total) in by_task.items():
-        buckets = [(str(float(bound)), n) for bound, n in zip(bounds, cumulative, strict=True)]
-        family.add_metric([task], [*buckets, ("+Inf", count)], total)
-    return family
+def _buckets(bounds: tuple, cumulative: list[int], count: int) -> list[tuple[str, int]]:
+    return [*((str(float(bound)), n) for bound, n in zip(bounds, cumulative, strict=True)), ("+Inf", count)]
 
 
 def broker_series() -> Iterator[Metric]:

@@ -251,6 +251,8 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
     request = task.request
     now = timezone.now()
     group = {"group_id": request.group} if request.group else {}  # a chord's, known once sent
+    # A run again (redelivered after it ended, say) is counted again when it ends (tally.py).
+    again = {"tallied": False} if writebehind.run_again(request) else {}
     _runs.put(
         task_id,
         state=states.STARTED,
@@ -259,6 +261,7 @@ def record_started(task_id: str, task, args, kwargs, **kw) -> None:
         worker=request.hostname or "",
         attempts=1,
         **group,
+        **again,
         # Only for a task sent by a process that does not record (another app, a shell).
         insert=(task.name, args, kwargs, request, now),
     )

@@ -30,6 +30,9 @@ def subject_of(label: str, key: str) -> models.Model | None:
 PLANNED = "PLANNED"
 SKIPPED = "SKIPPED"
 
+# The states a run ends in: what /metrics counts (tasks_admin/tally.py).
+FINAL_STATES = (states.SUCCESS, states.FAILURE, states.REVOKED, SKIPPED)
+
 TASK_STATES = [
     (PLANNED, "waiting"),
     (states.PENDING, "queued"),
@@ -126,6 +129,8 @@ class TaskRecord(AboutSubject):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     resolution_note = models.TextField(blank=True)
+    # Folded into TaskTally (tasks_admin/tally.py): counted by /metrics from there, not again.
+    tallied = models.BooleanField(default=False)
 
     objects = TaskRecordQuerySet.as_manager()
 
@@ -147,10 +152,47 @@ class TaskRecord(AboutSubject):
                 condition=Q(state=states.FAILURE, expected_failure=False, resolved_at__isnull=True),
                 name="taskrecord_dead_letters",
             ),
+            # The dead-letter list, newest first, and its capped count: read from the index alone.
+            models.Index(
+                fields=["-id"],
+                condition=Q(state=states.FAILURE, expected_failure=False, resolved_at__isnull=True),
+                name="taskrecord_dead_letter_list",
+            ),
+            # The finished runs /metrics has not folded into its tally yet: a few minutes' worth.
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(state__in=FINAL_STATES, tallied=False),
+                name="taskrecord_untallied",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.task_name}[{self.task_id}]"
+
+
+class TaskTally(models.Model):
+    """Finished runs counted so far, by task and outcome: /metrics' task counter and histograms
+    (tasks_admin/tally.py). Bucket lists are cumulative counts per tally.RUNTIME_BUCKETS and
+    tally.WAIT_BUCKETS bound."""
+
+    task_name = models.CharField(max_length=255)
+    state = models.CharField(max_length=16)
+    expected_failure = models.BooleanField()
+    runs = models.BigIntegerField(default=0)
+    runtime_count = models.BigIntegerField(default=0)
+    runtime_sum = models.FloatField(default=0.0)
+    runtime_buckets = models.JSONField(default=list)
+    wait_count = models.BigIntegerField(default=0)
+    wait_sum = models.FloatField(default=0.0)
+    wait_buckets = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "state", "expected_failure"], name="tasktally_one_per_outcome")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.state}: {self.runs}"
 
 
 class DeadLetterManager(models.Manager.from_queryset(TaskRecordQuerySet)):

@@ -18,7 +18,8 @@ from notifications.models import Notification
 from orders.checkout import Customer, place_order
 from orders.models import Order
 from shop.celery import app as celery_app
-from tasks_admin import prometheus
+from tasks_admin import prometheus, tally
+from tasks_admin.cleanup import cleanup_task_history
 from tasks_admin.models import SchedulerLock, TaskRecord
 from tests.factories import GOOD_CARD, make_product, reach
 
@@ -102,6 +103,77 @@ def test_tasks_by_name_and_state_with_runtime_and_queue_wait_histograms(scrape):
         assert {le: value(samples, f"{metric}_bucket", task=name, le=le) for le in buckets} == buckets, metric
         assert value(samples, f"{metric}_count", task=name) == 4
         assert value(samples, f"{metric}_sum", task=name) == pytest.approx(total)
+
+
+def finished(name: str, state: str, ago: timedelta, runtime: float = 0.03) -> TaskRecord:
+    """A run that ended `ago` (sent a second before it started, 0.1 s before it ended)."""
+    end = timezone.now() - ago
+    return TaskRecord.objects.create(
+        task_id=str(uuid.uuid4()),
+        task_name=name,
+        state=state,
+        sent_at=end - timedelta(seconds=1.1),
+        started_at=end - timedelta(seconds=0.1),
+        finished_at=end,
+        runtime=runtime,
+    )
+
+
+def task_figures(samples: dict[tuple, float], name: str) -> dict[str, float | None]:
+    return {
+        "succeeded": value(samples, "celery_tasks_total", task=name, state="SUCCESS"),
+        "failed": value(samples, "celery_tasks_total", task=name, state="FAILURE"),
+        "runtime_count": value(samples, "celery_task_runtime_seconds_count", task=name),
+        "runtime_le_0.05": value(samples, "celery_task_runtime_seconds_bucket", task=name, le="0.05"),
+        "wait_sum": value(samples, "celery_task_queue_wait_seconds_sum", task=name),
+    }
+
+
+def test_each_finished_run_is_counted_once_whether_folded_into_the_tally_yet_or_not(scrape):
+    """tasks_admin/tally.py: a scrape folds the runs that ended over a minute ago into the tally
+    and adds the rest from the history; the figures never move when runs are folded."""
+    name = "tests.metrics.tallied"
+    for ago in (timedelta(hours=2), timedelta(minutes=5), timedelta(seconds=5)):
+        finished(name, states.SUCCESS, ago)
+    finished(name, states.FAILURE, timedelta(minutes=3), runtime=2.0)
+    expected = {"succeeded": 3, "failed": 1, "runtime_count": 4, "runtime_le_0.05": 3, "wait_sum": pytest.approx(4.0)}
+
+    assert task_figures(scrape(), name) == expected
+    assert TaskRecord.objects.filter(task_name=name, tallied=True).count() == 3  # the scrape folded the old ones
+    assert task_figures(scrape(), name) == expected  # scraped again: nothing counted twice
+    assert tally.settle(now=timezone.now() + timedelta(minutes=5)) == 1  # the last one, later
+    assert task_figures(scrape(), name) == expected
+
+
+def test_the_cleanup_does_not_lower_the_counters(scrape, settings):
+    """Counted before deleted (cleanup.py): before the tally, the nightly cleanup lowered every
+    task counter by the runs it deleted."""
+    settings.TASK_HISTORY_DAYS = 7
+    name = "tests.metrics.cleaned"
+    for _ in range(3):
+        finished(name, states.SUCCESS, timedelta(days=8))
+    finished(name, states.SUCCESS, timedelta(days=1))
+    before = task_figures(scrape(), name)
+    assert before["succeeded"] == 4
+
+    assert cleanup_task_history()["task_records"] == 3
+    assert TaskRecord.objects.filter(task_name=name).count() == 1
+    assert task_figures(scrape(), name) == before
+
+
+def test_a_run_recorded_late_is_counted_once(scrape):
+    """A worker that lost its database writes a run's end when it is back, with the time the run
+    ended: the tally has moved past that time, and the run is counted all the same."""
+    name = "tests.metrics.late"
+    run = finished(name, states.STARTED, timedelta(minutes=30))
+    TaskRecord.objects.filter(pk=run.pk).update(finished_at=None)
+    assert task_figures(scrape(), name)["succeeded"] is None
+
+    TaskRecord.objects.filter(pk=run.pk).update(
+        state=states.SUCCESS, finished_at=timezone.now() - timedelta(minutes=20)
+    )
+    assert task_figures(scrape(), name)["succeeded"] == 1
+    assert task_figures(scrape(), name)["succeeded"] == 1
 
 
 def test_dead_letters_beat_lease_and_periodic_jobs(scrape):

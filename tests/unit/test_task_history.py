@@ -187,3 +187,22 @@ def test_a_revoked_task_is_known_to_the_base_task_as_revoked():
     assert history.is_revoked(revoked_record.task_id) is True
     assert history.is_revoked(queued.task_id) is False
     assert history.is_revoked("unknown") is False
+
+
+@pytest.mark.django_db
+def test_a_run_redelivered_after_it_ended_is_counted_again_when_it_ends(recording):
+    """/metrics counts runs (tasks_admin/tally.py): one already folded into the tally is unmarked
+    when it starts again, and folded again when it ends; a first run leaves the mark alone."""
+    task = current_app.tasks["orders.tasks.create_shipment"]
+    first, again = make_record(states.SUCCESS), make_record(states.FAILURE)
+    TaskRecord.objects.filter(pk__in=[first.pk, again.pk]).update(tallied=True)
+    for record, redelivered in ((first, False), (again, True)):
+        task.push_request(id=record.task_id, hostname="w@h", delivery_info={"redelivered": redelivered})
+        try:
+            history.record_started(record.task_id, task, [], {})
+        finally:
+            task.pop_request()
+    writebehind.flush()
+
+    assert TaskRecord.objects.get(pk=first.pk).tallied is True
+    assert TaskRecord.objects.get(pk=again.pk).tallied is False
