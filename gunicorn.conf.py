@@ -20,3 +20,23 @@ def on_starting(server) -> None:
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(mode=0o700, parents=True)
+
+
+# LOG_FORMAT=json (the Procfile's default): gunicorn's own lines, its error log on stderr and its
+# access log on stdout, as JSON objects like the shop's (settings.LOGGING), so that a log shipper
+# reads one format (tests/integration/test_json_logs.py).
+if os.environ.get("LOG_FORMAT", "plain") == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "tasks_admin.logcontext.json_formatter"}},
+        "handlers": {
+            "error": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        },
+        "root": {"level": "INFO", "handlers": ["error"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+    }
