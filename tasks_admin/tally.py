@@ -122,7 +122,16 @@ def _fold(outcome: Outcome, sums: Sums) -> None:
     tally, _ = TaskTally.objects.select_for_update().get_or_create(
         task_name=name, state=state, expected_failure=expected
     )
-    total = Sums(
+    total = _sums_of(tally)
+    total.add(sums)
+    for column, value in vars(total).items():
+        setattr(tally, column, value)
+    tally.save()
+
+
+def _sums_of(tally: TaskTally) -> Sums:
+    """A tally row's figures (a row just created has empty bucket lists)."""
+    return Sums(
         tally.runs,
         tally.runtime_count,
         tally.runtime_sum,
@@ -131,10 +140,6 @@ def _fold(outcome: Outcome, sums: Sums) -> None:
         tally.wait_sum,
         tally.wait_buckets or [0] * len(WAIT_BUCKETS),
     )
-    total.add(sums)
-    for column, value in vars(total).items():
-        setattr(tally, column, value)
-    tally.save()
 
 
 def counts(settle_first: int | None = 10) -> dict[Outcome, Sums]:
@@ -151,12 +156,7 @@ def counts(settle_first: int | None = 10) -> dict[Outcome, Sums]:
         if connection.vendor == "postgresql" and not connection.savepoint_ids:  # not inside a test's transaction
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        totals = {
-            (t.task_name, t.state, t.expected_failure): Sums(
-                t.runs, t.runtime_count, t.runtime_sum, t.runtime_buckets, t.wait_count, t.wait_sum, t.wait_buckets
-            )
-            for t in TaskTally.objects.all()
-        }
+        totals = {(t.task_name, t.state, t.expected_failure): _sums_of(t) for t in TaskTally.objects.all()}
         for outcome, sums in aggregate(untallied()).items():
             totals.setdefault(outcome, Sums()).add(sums)
     return totals
