@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -113,7 +112,9 @@ def test_every_line_the_procfile_processes_write_is_a_json_object(tmp_path):
                 message=output.read_text(errors="replace")[-3000:],
             )
             wait_for(lambda: "holding the scheduler lease" in output.read_text(errors="replace"), timeout=30)
-            time.sleep(1)  # the confirmation's messages, logged as they are sent
+            # The confirmation's messages, sent after the order is confirmed, whatever they log.
+            order = Order.objects.get(pk=body["id"])
+            wait_for(lambda: sms.delivered(to=order.phone) and smtp.received(to=order.email), message="the messages")
         finally:
             os.killpg(honcho.pid, signal.SIGTERM)
             try:
