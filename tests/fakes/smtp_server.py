@@ -4,6 +4,8 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 
@@ -22,12 +24,15 @@ class Received:
 
 class FakeSmtpServer:
     """aiosmtpd on `host` (127.0.0.1; a free port); `hold_next()` keeps the next message's RCPT
-    unanswered until the test releases it, so a test can act in the middle of a sending."""
+    unanswered until the test releases it, so a test can act in the middle of a sending;
+    `paused()` keeps every RCPT unanswered while it lasts."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._lock = threading.Lock()
         self.messages: list[Received] = []
         self._holds: list[Hold] = []
+        self._open = threading.Event()
+        self._open.set()
         server = self
 
         class Handler:
@@ -37,6 +42,8 @@ class FakeSmtpServer:
                     hold.arrive(address)
                     while not hold.released.is_set():  # polled: the event loop serves other sessions meanwhile
                         await asyncio.sleep(0.01)
+                while not server._open.is_set():
+                    await asyncio.sleep(0.01)
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
 
@@ -64,6 +71,15 @@ class FakeSmtpServer:
         with self._lock:
             self._holds.append(hold)
         return hold
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Accept no message while the block runs: each new one waits at RCPT until it ends."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
 
     def _next_hold(self) -> Hold | None:
         with self._lock:

@@ -2,9 +2,15 @@
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from django.db import close_old_connections
+
+from notifications.models import Notification
 from shop.models import Product
 from tests.factories import make_product
+from tests.support import wait_for
 
 GOOD_CARD = "4242 4242 4242 4242"
 
@@ -23,6 +29,25 @@ def payloads(product: Product, count: int, name: str = "Customer") -> list[dict]
         }
         for n in range(count)
     ]
+
+
+@contextmanager
+def no_email_between_accepted_and_recorded(stack) -> Iterator[None]:
+    """While the block runs, the SMTP server accepts no e-mail, and every one it accepted before is
+    recorded as sent: a host killed inside it is not killed in the milliseconds between a server's
+    acceptance and the shop's record, which SMTP, having no idempotency key, cannot close
+    (docs/reliability.md, *What remains*; it made scenarios 17 and 22 fail by chance). E-mails in
+    flight wait at RCPT, as a slow server keeps them: the kill interrupts them before acceptance."""
+    with stack.smtp.paused():
+
+        def all_recorded() -> bool:
+            close_old_connections()
+            accepted = {message.message_id for message in stack.smtp.received()}
+            sent = Notification.objects.filter(provider_message_id__in=accepted, status=Notification.Status.SENT)
+            return sent.count() == len(accepted)
+
+        wait_for(all_recorded, timeout=60, message="every accepted e-mail recorded as sent")
+        yield
 
 
 RECOVERY_TASK = "orders.tasks.recover_stuck_workflows"
