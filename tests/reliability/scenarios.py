@@ -5,8 +5,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import close_old_connections
-
 from notifications.models import Notification
 from shop.models import Product
 from tests.factories import make_product
@@ -38,14 +36,13 @@ def no_email_between_accepted_and_recorded(stack) -> Iterator[None]:
     acceptance and the shop's record, which SMTP, having no idempotency key, cannot close
     (docs/reliability.md, *What remains*; it made scenarios 17 and 22 fail by chance). E-mails in
     flight wait at RCPT, as a slow server keeps them: the kill interrupts them before acceptance."""
+
+    def all_recorded() -> bool:
+        accepted = {message.message_id for message in stack.smtp.received()}
+        sent = Notification.objects.filter(provider_message_id__in=accepted, status=Notification.Status.SENT)
+        return sent.count() == len(accepted)
+
     with stack.smtp.paused():
-
-        def all_recorded() -> bool:
-            close_old_connections()
-            accepted = {message.message_id for message in stack.smtp.received()}
-            sent = Notification.objects.filter(provider_message_id__in=accepted, status=Notification.Status.SENT)
-            return sent.count() == len(accepted)
-
         wait_for(all_recorded, timeout=60, message="every accepted e-mail recorded as sent")
         yield
 
