@@ -4,7 +4,8 @@ The claim to prove is "fast with a million task rows on PostgreSQL", so the benc
 exactly that: a scratch database on a PostgreSQL server, migrated and filled (admin_data.py);
 then it renders both admins' pages in-process with the test client, the stock page (served by
 stock_admin.py, on a site of its own: the shop's admin has no stock task list) and ours in the
-same run, and reports median and p95 side by side.
+same run, and reports median and p95 side by side. The same database holds as many orders as
+task rows (order_data.py), for /metrics' order series.
 
 `run()` is the whole benchmark; `python -m benchmarks admin` only parses options and prints.
 """
@@ -26,10 +27,14 @@ from django.urls import reverse
 from django_celery_results.models import TaskResult
 from psycopg2 import sql
 
+from notifications.metrics import NotificationCollector
+from orders import tally as step_tally
+from orders.metrics import OrderCollector
+from orders.models import WorkflowStep
 from tasks_admin import collectors, tally
 from tasks_admin.models import FINAL_STATES, TaskRecord
 
-from . import admin_data, stock_admin
+from . import admin_data, order_data, stock_admin
 from .database import (
     BenchmarkError,
     default_database,
@@ -106,7 +111,7 @@ class Report:
         m = self.machine
         lines.append(
             f"machine: {m['cores']} cores, PostgreSQL {m['postgresql']}, Python {m['python']}, "
-            f"Django {m['django']}, {m['rows']:,} task rows (and as many stock results), "
+            f"Django {m['django']}, {m['rows']:,} task rows (and as many stock results and orders), "
             f"median of {m['runs']} runs after {WARMUPS} warm-ups"
         )
         return "\n".join(lines)
@@ -132,10 +137,10 @@ def run(
     try:
         with default_database({**connections.settings[DEFAULT_DB_ALIAS], **server, "NAME": name}):
             call_command("migrate", interactive=False, verbosity=0)
-            load_seconds = admin_data.load(rows, log) if needs_load else {}
+            load_seconds = {**admin_data.load(rows, log), **order_data.load(rows, log)} if needs_load else {}
             with connection.cursor() as cursor:
                 cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [_marker(rows)])
-            pages = [*measure_pages(runs, log), measure_scrape(runs, log)]
+            pages = [*measure_pages(runs, log), measure_scrape(runs, log), *measure_order_series(runs, log)]
     finally:
         if not keep:
             drop_database(server, name)
@@ -280,6 +285,28 @@ def measure_scrape(runs: int, log: Log) -> PageResult:
         raise BenchmarkError("The tally and the history disagree: not a scrape to time.")
     before = _time_call(lambda: tally.aggregate(whole), runs)
     return PageResult("/metrics task series", before, _time_call(lambda: list(collectors.task_series()), runs))
+
+
+def measure_order_series(runs: int, log: Log) -> list[PageResult]:
+    """/metrics' workflow steps by outcome from their tally (orders/tally.py), against the same
+    counts taken from the steps table at each scrape, as the collector did before the tally; and
+    the orders' and messages' collectors whole, which still count their tables (no baseline)."""
+    log("Timing the /metrics order series ...")
+    settled = WorkflowStep.objects.exclude(state=WorkflowStep.State.PENDING)
+    if step_tally.counts(settle_first=None) != step_tally.by_outcome(settled):
+        raise BenchmarkError("The step tally and the steps disagree: not a scrape to time.")
+    return [
+        PageResult(
+            "/metrics order steps",
+            _time_call(lambda: step_tally.by_outcome(settled), runs),
+            _time_call(step_tally.counts, runs),
+        ),
+        PageResult(
+            "/metrics orders and messages",
+            None,
+            _time_call(lambda: [*OrderCollector().collect(), *NotificationCollector().collect()], runs),
+        ),
+    ]
 
 
 def measure_pages(runs: int, log: Log) -> list[PageResult]:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from . import workflow
+from . import tally, workflow
 from .models import Order, WorkflowStep
 from .selectors import stuck_orders
 
@@ -27,16 +27,11 @@ class OrderCollector:
         yield CounterMetricFamily("shop_orders_placed", "Orders placed", value=sum(counts.values()))
         steps = CounterMetricFamily(
             "shop_order_steps",
-            "Workflow steps settled, by step and outcome (confirm_order SUCCESS: orders confirmed)",
+            "Workflow steps settled, by step and outcome (confirm_order SUCCESS: orders confirmed); a step"
+            " settled again (a failure that succeeded once continued) counts again",
             labels=["step", "state"],
         )
-        settled = {
-            (name, state): n
-            for name, state, n in WorkflowStep.objects.exclude(state=WorkflowStep.State.PENDING)
-            .values_list("name", "state")
-            .annotate(n=Count("id"))
-            .order_by()
-        }
+        settled = tally.counts()
         # Every step and outcome, zero included: increase() sees the first order confirmed.
         for name in workflow.STEPS:
             for state in SETTLED:

@@ -145,13 +145,40 @@ class WorkflowStep(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why it failed, or why it was not run")
+    # Counted into StepTally (orders/tally.py). Each write that settles the step writes False
+    # with it (orders/services.py): a step settled again, a failure that later succeeded, say,
+    # is counted again.
+    tallied = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["order", "position"]
         constraints = [models.UniqueConstraint(fields=["order", "name"], name="workflowstep_unique_name")]
+        indexes = [
+            # The settlements /metrics has not counted into its tally yet: the last scrape's worth.
+            models.Index(
+                fields=["id"],
+                condition=~models.Q(state="PENDING") & models.Q(tallied=False),
+                name="workflowstep_untallied",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.order} · {self.name}: {self.state}"
+
+
+class StepTally(models.Model):
+    """Workflow steps settled so far, by step and outcome: /metrics' shop_order_steps_total
+    (orders/tally.py)."""
+
+    name = models.CharField(max_length=50)
+    state = models.CharField(max_length=16)
+    settled = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "state"], name="steptally_one_per_outcome")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.state}: {self.settled}"
 
 
 class OrderEvent(models.Model):

@@ -50,7 +50,7 @@ def settle_step(order_id, step: str, state: str, *, error: str = "") -> bool:
     rows = WorkflowStep.objects.filter(order_id=order_id, name=step).exclude(state=State.SUCCESS)
     if state == State.FAILURE:
         rows = rows.filter(state=State.PENDING)
-    return bool(rows.update(state=state, finished_at=timezone.now(), error=error))
+    return bool(rows.update(state=state, finished_at=timezone.now(), error=error, tallied=False))
 
 
 def settled_clause(order_id, step: str, when: str = "") -> tuple[str, list]:
@@ -59,7 +59,7 @@ def settled_clause(order_id, step: str, when: str = "") -> tuple[str, list]:
     on that statement's other clauses (it also makes them run, and lock the order, first)."""
     table = WorkflowStep._meta.db_table
     sql = (
-        f"settled AS (UPDATE {table} SET state = %s, finished_at = %s, error = '' "
+        f"settled AS (UPDATE {table} SET state = %s, finished_at = %s, error = '', tallied = false "
         f"WHERE order_id = %s AND name = %s AND state <> %s{f' AND {when}' if when else ''})"
     )
     now = db_value(WorkflowStep, "finished_at", timezone.now())
@@ -353,7 +353,7 @@ def skip_unfinished(order: Order, why: str, failing: str = "") -> None:
     """The steps that will not run now, and their tasks that are waiting or queued, say so: nothing
     of the order looks queued that never will run (its recovery job and staff see the truth)."""
     order.steps.filter(state=State.PENDING).exclude(name=failing).update(
-        state=State.SKIPPED, error=why, finished_at=timezone.now()
+        state=State.SKIPPED, error=why, finished_at=timezone.now(), tallied=False
     )
     names = [workflow.task_name(step) for step in (*workflow.STEPS, *workflow.MESSAGES) if step != failing]
     history.skip(history.unstarted(order, names), why)

@@ -12,17 +12,15 @@ database for a while) is still counted, once. A run started again under the same
 ends: the counter counts runs. Proven by tests/functional/test_metrics.py.
 """
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .models import FINAL_STATES, TaskRecord, TaskTally
-
-logger = logging.getLogger(__name__)
+from .sql import read_tally
 
 RUNTIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
@@ -109,7 +107,8 @@ def settle(now: datetime | None = None, batch_size: int = BATCH_SIZE, max_batche
             )
             if not ids:
                 break
-            for outcome, sums in aggregate(TaskRecord.objects.filter(pk__in=ids)).items():
+            # In one order: two folds at once lock the tally's rows alike, never each other's first.
+            for outcome, sums in sorted(aggregate(TaskRecord.objects.filter(pk__in=ids)).items()):
                 _fold(outcome, sums)
             TaskRecord.objects.filter(pk__in=ids).update(tallied=True)
         settled += len(ids)
@@ -147,16 +146,11 @@ def counts(settle_first: int | None = 10) -> dict[Outcome, Sums]:
     from one snapshot (a concurrent settle() moves records from one to the other). First
     folds up to `settle_first` batches, so that a scrape keeps the unfolded part small; a
     failure to fold is logged and the figures are still whole."""
-    if settle_first:
-        try:
-            settle(max_batches=settle_first)
-        except DatabaseError:  # a read-only replica, say: the figures are whole without it
-            logger.warning("Could not fold finished runs into the tally", exc_info=True)
-    with transaction.atomic():
-        if connection.vendor == "postgresql" and not connection.savepoint_ids:  # not inside a test's transaction
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+    def read() -> dict[Outcome, Sums]:
         totals = {(t.task_name, t.state, t.expected_failure): _sums_of(t) for t in TaskTally.objects.all()}
         for outcome, sums in aggregate(untallied()).items():
             totals.setdefault(outcome, Sums()).add(sums)
-    return totals
+        return totals
+
+    return read_tally((lambda: settle(max_batches=settle_first)) if settle_first else None, read, "finished runs")

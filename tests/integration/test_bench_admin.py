@@ -13,7 +13,9 @@ from tests.support import require
 pytestmark = pytest.mark.postgres
 
 PAGES = ("unfiltered", "state = FAILURE", "search: task id", "search: order number", "dead letters")
-SCRAPE = "/metrics task series"  # against the whole history aggregated, as scrapes did before the tally
+# Against the same figures from the whole table, as scrapes did before the tallies.
+SCRAPES = ("/metrics task series", "/metrics order steps")
+WHOLE = "/metrics orders and messages"  # no baseline
 
 
 def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(
@@ -35,22 +37,25 @@ def test_bench_admin_times_the_stock_admin_and_ours_then_drops_its_database(
     output = capsys.readouterr().out
     assert f"Created the scratch database {name}." in output
     assert "Loaded 2,000 task history rows" in output and "Loaded 2,000 stock results rows" in output
+    assert "Generated 2,000 orders" in output and "Generated 8,000 workflow steps" in output
     assert f"Dropped the scratch database {name}." in output
     figure = r"(\d+\.\d) / (\d+\.\d)"
     for page in PAGES[:3]:  # stock and ours side by side
         assert re.search(rf"^{re.escape(page)}\s+{figure}\s+{figure}\s+\d+×\s+\d+ / \d+\s*$", output, re.M), output
     for page in PAGES[3:]:  # nothing to compare with
         assert re.search(rf"^{re.escape(page)}\s+n/a\s+{figure}\s+n/a\s+n/a / \d+\s*$", output, re.M), output
-    assert re.search(rf"^{re.escape(SCRAPE)}\s+{figure}\s+{figure}\s+\d+×\s+\d+ / \d+\s*$", output, re.M), output
+    for page in SCRAPES:
+        assert re.search(rf"^{re.escape(page)}\s+{figure}\s+{figure}\s+\d+×\s+\d+ / \d+\s*$", output, re.M), output
+    assert re.search(rf"^{re.escape(WHOLE)}\s+n/a\s+{figure}\s+n/a\s+n/a / \d+\s*$", output, re.M), output
     assert "2,000 task rows" in output
 
     figures = json.loads(json_path.read_text())
     pages = {page["page"]: page for page in figures["pages"]}
-    assert list(pages) == [*PAGES, SCRAPE]
+    assert list(pages) == [*PAGES, *SCRAPES, WHOLE]
     assert all(
-        pages[page]["stock"]["median_ms"] > 0 and pages[page]["stock"]["queries"] > 0 for page in (*PAGES[:3], SCRAPE)
+        pages[page]["stock"]["median_ms"] > 0 and pages[page]["stock"]["queries"] > 0 for page in (*PAGES[:3], *SCRAPES)
     )
-    assert all(pages[page]["stock"] is None for page in PAGES[3:])
+    assert all(pages[page]["stock"] is None for page in (*PAGES[3:], WHOLE))
     assert all(page["ours"]["median_ms"] > 0 and page["ours"]["queries"] > 0 for page in pages.values())
     assert all(page["ours"]["min_ms"] <= page["ours"]["median_ms"] <= page["ours"]["max_ms"] for page in pages.values())
     assert figures["machine"]["rows"] == 2000
