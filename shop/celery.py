@@ -8,7 +8,7 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
-from tasks_admin import kombu_fixes
+from tasks_admin import celery_fixes, kombu_fixes
 from tasks_admin.database_guard import DatabaseGuard
 
 from . import telemetry
@@ -57,3 +57,5 @@ def _log_as_django_does(loglevel=None, **kwargs) -> None:
 
 if settings.LOG_FORMAT == "json":
     signals.setup_logging.connect(_log_as_django_does, weak=False)
+    # Its shutdown notices too, which Celery writes outside logging (celery/celery#8101).
+    celery_fixes.notices_as_json()

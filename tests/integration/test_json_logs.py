@@ -42,25 +42,23 @@ def lines_by_process(output: str) -> dict[str, list[str]]:
     return found
 
 
-# What Celery writes outside logging, which no setting turns into a log record: its shutdown
-# notices, printed by its signal handlers (celery/celery#8101, open), and, to a worker started as
-# root (as CI runs it) before any logging is set up, a warning spanning several lines, which a
-# worker run as its own user, as in production, never prints.
-SHUTDOWN_NOTICES = (
+# What Celery writes outside logging before any logging is set up, to a worker started as root (as
+# CI runs it): a warning spanning several lines, which a worker run as its own user, as in
+# production, never prints. Its shutdown notices, printed by its signal handlers outside logging
+# too (celery/celery#8101), are JSON lines (tasks_admin/celery_fixes.py).
+SHUTDOWN_NOTICES = {  # SIGTERM's, and SIGINT's (what honcho forwards)
     "worker: Warm shutdown (MainProcess)",
     "worker: Hitting Ctrl+C again will terminate all running tasks!",
-)
+}
 AS_ROOT = ("SecurityWarning: You're running the worker with superuser privileges", "_warn_or_raise_security_error(")
 
 
 def not_json(lines: list[str]) -> list[str]:
-    """The lines that are not a JSON object of a log record, but for Celery's own (above)."""
+    """The lines that are not a JSON object of a log record, but for Celery's warning to root (above)."""
     odd, in_root_warning = [], False
     for line in lines:
         if os.geteuid() == 0 and (in_root_warning or AS_ROOT[0] in line):
             in_root_warning = AS_ROOT[1] not in line
-            continue
-        if line.strip() in SHUTDOWN_NOTICES:
             continue
         try:
             record = json.loads(line)
@@ -129,5 +127,8 @@ def test_every_line_the_procfile_processes_write_is_a_json_object(tmp_path):
     assert {name: not_json(lines) for name, lines in found.items()} == {name: [] for name in PROCESSES}
     access = [json.loads(line) for line in found["web"] if json.loads(line)["logger"] == "gunicorn.access"]
     assert any("POST /api/orders/" in line["event"] and " 202 " in line["event"] for line in access), access
+    for worker in ("worker_orders", "worker_notifications"):  # stopped by honcho
+        events = {json.loads(line)["event"] for line in found[worker] if line.startswith("{")}
+        assert SHUTDOWN_NOTICES & events, found[worker][-20:]
     beat = [json.loads(line)["event"] for line in found["beat"]]
     assert any("holding the scheduler lease" in event for event in beat), beat
