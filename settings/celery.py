@@ -5,7 +5,7 @@ import math
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
-from .env import env_float, env_int, env_list, env_str, var_path
+from .env import env_bool, env_float, env_int, env_list, env_str, var_path
 
 # The embedded default is the Redis server that `make run` starts on a unix socket
 # under var/ (nothing listens on the network). Production: redis://host:6379/0 or
@@ -20,6 +20,14 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # the network without closing its connection, and hands its unacknowledged messages to another
 # (tests/reliability/test_failover.py). Celery's default is 120.
 CELERY_BROKER_HEARTBEAT = env_int("CELERY_BROKER_HEARTBEAT", 120)
+# Each worker's remote-control queue (ping, revoke broadcasts, inspect), RabbitMQ: not exclusive
+# to its connection, as before Celery 5.7. A worker whose connection broke on its side (a network
+# fault) reconnects before RabbitMQ lets the old session go, and an exclusive queue held by that
+# session refused the new one's declaration (RESOURCE_LOCKED): the worker exited ("Unrecoverable
+# error"; tests/integration/test_remote_control_reconnect.py, scenario 19). Not durable either: the
+# queue is auto-deleted once unused and expires after 10 s (control_queue_expires). RabbitMQ 4.3+
+# refuses transient non-exclusive queues by default: there, set it to 1 and restart workers on exit.
+CELERY_CONTROL_QUEUE_EXCLUSIVE = env_bool("CELERY_CONTROL_QUEUE_EXCLUSIVE", False)
 # How often a worker checks it can reach the database; while it cannot, it consumes nothing and
 # the workers that can take its share (tasks_admin/database_guard.py). 0: never checks.
 DB_GUARD_SECONDS = env_float("DB_GUARD_SECONDS", 5.0)

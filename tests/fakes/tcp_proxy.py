@@ -1,5 +1,6 @@
 """A TCP proxy that can cut a server off from its clients: the database outages of
-tests/reliability/test_database_outage.py, the broker outages of tests/integration/test_broker_loss.py."""
+tests/reliability/test_database_outage.py; and break connections on the clients' side only, as a
+network failing between them does (tests/integration/test_remote_control_reconnect.py)."""
 
 import select
 import socket
@@ -20,6 +21,7 @@ class TcpProxy:
         self.listen, self.port = listen, free_port(listen)
         self._down = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._stale: list[socket.socket] = []  # the server's side of connections dropped by drop_clients()
         self._lock = threading.Lock()
         self._listen()
 
@@ -67,12 +69,27 @@ class TcpProxy:
             self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
         self._close_connections()
+        for sock in self._stale:
+            sock.close()
         try:
             yield
         finally:
             if refuse:
                 self._listen()
             self._down.clear()
+
+    def drop_clients(self) -> None:
+        """Close every connection on its client's side and keep it open on the server's, as a
+        network failing between them does: the clients see their connections end and reconnect,
+        while the server holds the old sessions (and what they own) until its own timeout."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for client, upstream in pairs:
+            self._stale.append(upstream.dup())  # the pump closes its own descriptor, not the connection
+            try:
+                client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _close_connections(self) -> None:
         with self._lock:
@@ -89,3 +106,5 @@ class TcpProxy:
         off mid-transaction) would keep its locks and block the test database's flush."""
         self._listener.close()
         self._close_connections()
+        for sock in self._stale:
+            sock.close()
