@@ -83,11 +83,14 @@ _COUNT_DOWN = (
     f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 WHERE group_id = %s AND count > 0 RETURNING count"
 )
 # Both in one statement (PostgreSQL: a data-modifying WITH); no part is kept for a chord whose
-# counter is gone (fired, cleaned up), and no row comes back unless the report counted.
+# counter is gone (fired, cleaned up), and no row comes back unless the report counted. The
+# counter is locked first, as its removal locks it first (_forget_chords): a late duplicate racing
+# the removal either records its part before the parts are deleted, or finds no counter
+# (tests/integration/test_chord_removal_race.py).
 _COUNT_PART = (
-    f"WITH part AS (INSERT INTO {ChordPart._meta.db_table} (group_id, task_id, state, created_at) "
-    f"SELECT %s, %s, %s, CURRENT_TIMESTAMP WHERE EXISTS "
-    f"(SELECT 1 FROM {ChordCounter._meta.db_table} WHERE group_id = %s) "
+    f"WITH counter AS (SELECT 1 FROM {ChordCounter._meta.db_table} WHERE group_id = %s FOR UPDATE), "
+    f"part AS (INSERT INTO {ChordPart._meta.db_table} (group_id, task_id, state, created_at) "
+    "SELECT %s, %s, %s, CURRENT_TIMESTAMP FROM counter "
     "ON CONFLICT (group_id, task_id) DO NOTHING RETURNING 1) "
     f"UPDATE {ChordCounter._meta.db_table} SET count = count - 1 "
     "WHERE group_id = %s AND count > 0 AND EXISTS (SELECT 1 FROM part) RETURNING count"
@@ -155,21 +158,15 @@ def _chord_key(request) -> str:
     return planned[0] if planned else request.group
 
 
-_FORGET_CHORDS = (
-    f"WITH parts AS (DELETE FROM {ChordPart._meta.db_table} WHERE group_id = ANY(%s)) "
-    f"DELETE FROM {ChordCounter._meta.db_table} WHERE group_id = ANY(%s)"
-)
-
-
 def _forget_chords(rows: writebehind.Rows) -> None:
-    """A fired chord's counter and parts, no longer needed: one statement on PostgreSQL."""
-    db = _chord_db()
-    if connections[db].vendor == "postgresql":
-        with connections[db].cursor() as cursor:
-            cursor.execute(_FORGET_CHORDS, [list(rows), list(rows)])
-        return
-    ChordPart.objects.using(db).filter(group_id__in=list(rows)).delete()
-    ChordCounter.objects.using(db).filter(group_id__in=list(rows)).delete()
+    """A fired chord's counter and parts, no longer needed. The counter first, in the same
+    transaction: a late duplicate report locks it before it records a part (_COUNT_PART), so it
+    waits and then finds no counter. Deleting the parts first left such a report's part behind
+    once (scenario 7; tests/integration/test_chord_removal_race.py)."""
+    db, groups = _chord_db(), list(rows)
+    with transaction.atomic(using=db):
+        ChordCounter.objects.using(db).filter(group_id__in=groups).delete()
+        ChordPart.objects.using(db).filter(group_id__in=groups).delete()
 
 
 _fired_chords = writebehind.Table("fired chord", _forget_chords)
@@ -401,7 +398,7 @@ class ShopDatabaseBackend(DatabaseBackend):
         db = _chord_db()
         if connections[db].vendor == "postgresql":
             with connections[db].cursor() as cursor:
-                cursor.execute(_COUNT_PART, [group_id, task_id, state, group_id, group_id])
+                cursor.execute(_COUNT_PART, [group_id, group_id, task_id, state, group_id])
                 row = cursor.fetchone()
             if row is None:
                 logger.warning("Chord %s: %s not counted (reported before, or the chord is gone)", group_id, task_id)
