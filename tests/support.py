@@ -5,7 +5,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+from celery import Celery
 from django.db import close_old_connections
+from kombu.exceptions import OperationalError as BrokerError
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -49,3 +51,20 @@ def mailbox(mail_dir, to: str | None = None) -> list:
                 if to is None or message["To"] == to:
                     messages.append(message)
     return messages
+
+
+def answers_ping(broker_url: str, node: str, timeout: float = 2) -> bool:
+    """Whether worker `node` answers a remote-control ping through the broker at `broker_url`:
+    its consumer is connected and serving. Asked by an app of its own, never made the current app
+    (the shop's tasks would publish through it), and with CELERY_BROKER_URL out of the environment
+    while it asks: Celery prefers that variable to any broker it is given."""
+    saved = os.environ.pop("CELERY_BROKER_URL", None)
+    probe = Celery(broker=broker_url, set_as_current=False)
+    try:
+        return bool(probe.control.ping(destination=[node], timeout=timeout))
+    except (BrokerError, OSError):
+        return False
+    finally:
+        probe.close()
+        if saved is not None:
+            os.environ["CELERY_BROKER_URL"] = saved

@@ -10,13 +10,12 @@ settings/celery.py declares them non-exclusive (CELERY_CONTROL_QUEUE_EXCLUSIVE).
 import uuid
 
 import pytest
-from celery import Celery
 
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.processes import WorkerProcess
 from tests.processes import test_database_url as database_url
 from tests.reliability.rabbitmq import private_vhost
-from tests.support import wait_for
+from tests.support import answers_ping, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,12 +34,11 @@ def test_a_worker_whose_connection_broke_on_its_side_answers_remote_control_once
             tmp_path / "worker.log",
             args=("--hostname", node, "--pool", "solo"),
         )
-        probe = Celery(broker=broker_url)  # straight to RabbitMQ, not through the proxy
         try:
             worker.start()
 
-            def answers() -> bool:
-                return bool(probe.control.ping(destination=[node], timeout=1))
+            def answers() -> bool:  # straight to RabbitMQ, not through the proxy
+                return answers_ping(broker_url, node, timeout=1)
 
             wait_for(answers, timeout=30, message="the worker answering a ping")
             proxy.drop_clients()
@@ -50,6 +48,5 @@ def test_a_worker_whose_connection_broke_on_its_side_answers_remote_control_once
             assert worker.process.poll() is None, worker.log()[-3000:]
             assert "Unrecoverable error" not in worker.log()
         finally:
-            probe.close()
             worker.stop()
             proxy.close()

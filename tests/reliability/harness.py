@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from celery import Celery
 from django.db import close_old_connections
-from kombu.exceptions import OperationalError as BrokerError
 
 from benchmarks.stack import Process as LoggedProcess
 from shop import embedded_redis
+from tests import support
 from tests.fakes.sms_gateway import FakeSmsGateway
 from tests.fakes.smtp_server import FakeSmtpServer, free_port
 from tests.processes import WorkerProcess
@@ -214,17 +213,9 @@ class Stack:
     def answers_ping(self, worker: WorkerProcess, timeout: float = 2) -> bool:
         """The worker answers a remote-control ping through the stack's broker: its consumer is
         connected and serving, whether it reconnected or its connection outlived a fault (what
-        its log says about it depends on the broker and the fault). Asked by an app of its own:
-        the shop's publishes control messages through its own broker's producer pool, whatever
-        connection the call is given."""
+        its log says about it depends on the broker and the fault; tests/support.py)."""
         node = f"{worker.log_path.stem}@{socket.gethostname()}"  # the --hostname start_worker gives
-        probe = Celery(broker=self.broker_url)
-        try:
-            return bool(probe.control.ping(destination=[node], timeout=timeout))
-        except (BrokerError, OSError):
-            return False
-        finally:
-            probe.close()
+        return support.answers_ping(self.broker_url, node, timeout)
 
     def kill_worker(self, worker: WorkerProcess) -> None:
         """SIGKILL to the worker and its pool: no warm shutdown, no acknowledgement."""
