@@ -21,16 +21,20 @@ from celery import states
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Count
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 from psycopg2 import sql
 
+from notifications import metrics as notification_metrics
 from notifications.metrics import NotificationCollector
+from notifications.models import Notification
+from orders import metrics as order_metrics
 from orders import tally as step_tally
 from orders.metrics import OrderCollector
-from orders.models import WorkflowStep
+from orders.models import Order, WorkflowStep
 from tasks_admin import collectors, tally
 from tasks_admin.models import FINAL_STATES, TaskRecord
 
@@ -287,19 +291,41 @@ def measure_scrape(runs: int, log: Log) -> PageResult:
     return PageResult("/metrics task series", before, _time_call(lambda: list(collectors.task_series()), runs))
 
 
+def _count_statuses() -> list[dict]:
+    """Orders by status and messages by channel and status counted from their tables, as the
+    collectors did at each scrape before their tally."""
+    return [
+        dict(Order.objects.order_by().values_list("status").annotate(n=Count("pk"))),
+        dict(Notification.objects.order_by().values_list("channel", "status").annotate(n=Count("pk"))),
+    ]
+
+
+def _tallied_statuses() -> list[dict]:
+    orders, messages = order_metrics.BY_STATUS.counts(), notification_metrics.BY_STATUS.counts()
+    return [{status: n for (status,), n in orders.items() if n}, {labels: n for labels, n in messages.items() if n}]
+
+
 def measure_order_series(runs: int, log: Log) -> list[PageResult]:
-    """/metrics' workflow steps by outcome from their tally (orders/tally.py), against the same
-    counts taken from the steps table at each scrape, as the collector did before the tally; and
-    the orders' and messages' collectors whole, which still count their tables (no baseline)."""
+    """/metrics' workflow steps by outcome from their tally (orders/tally.py), and the orders by
+    status and messages by channel and status from theirs (tasks_admin/rowcounts.py), each against
+    the same counts taken from the tables at each scrape, as the collectors did before; and the
+    orders' and messages' collectors whole (with the stuck orders: no baseline)."""
     log("Timing the /metrics order series ...")
     settled = WorkflowStep.objects.exclude(state=WorkflowStep.State.PENDING)
     if step_tally.counts(settle_first=None) != step_tally.by_outcome(settled):
         raise BenchmarkError("The step tally and the steps disagree: not a scrape to time.")
+    if _tallied_statuses() != _count_statuses():
+        raise BenchmarkError("The status tallies and the tables disagree: not a scrape to time.")
     return [
         PageResult(
             "/metrics order steps",
             _time_call(lambda: step_tally.by_outcome(settled), runs),
             _time_call(step_tally.counts, runs),
+        ),
+        PageResult(
+            "/metrics orders, messages by status",
+            _time_call(_count_statuses, runs),
+            _time_call(_tallied_statuses, runs),
         ),
         PageResult(
             "/metrics orders and messages",

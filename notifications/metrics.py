@@ -3,20 +3,18 @@ registered by NotificationsConfig.ready(). Proven by tests/functional/test_metri
 
 from collections.abc import Iterator
 
-from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from tasks_admin.rowcounts import RowCounts
+
 from .models import Notification
+
+BY_STATUS = RowCounts(Notification, group=("channel",))
 
 
 class NotificationCollector:
     def collect(self) -> Iterator[Metric]:
-        counts = {
-            (channel, status): n
-            for channel, status, n in Notification.objects.values_list("channel", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        }
+        counts = BY_STATUS.counts()
         family = GaugeMetricFamily("shop_notifications", "Messages by channel and status", labels=["channel", "status"])
         for channel in Notification.Channel.values:
             for status in Notification.Status.values:

@@ -112,10 +112,13 @@ class OrderAdmin(AccessibleAdminMixin, ActionPermissionMixin, admin.ModelAdmin):
         return False  # an order is money and stock: it is cancelled through its state machine, never deleted
 
     def save_model(self, request: HttpRequest, obj: Order, form, change: bool) -> None:
-        """Only the contact fields are editable; each change is audited with its old value."""
+        """Only the contact fields are editable, and only they are written: the whole row saved
+        wrote back the status as loaded over the workflow's moves since (test_a_contact_edit_
+        writes_the_contact_only_not_the_status_the_workflow_moved_on). Each change is audited
+        with its old value."""
         changes = {field: [form.initial.get(field), form.cleaned_data[field]] for field in form.changed_data}
-        super().save_model(request, obj, form, change)
         if changes:
+            obj.save(update_fields=[*changes, "updated_at"])
             OrderEvent.objects.create(
                 order=obj,
                 kind="contact_changed",

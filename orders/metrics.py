@@ -5,21 +5,23 @@ tests/functional/test_metrics.py and tests/integration/test_prometheus_scrape.py
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from tasks_admin.rowcounts import RowCounts
 
 from . import tally, workflow
 from .models import Order, WorkflowStep
 from .selectors import stuck_orders
 
 SETTLED = [state for state in WorkflowStep.State.values if state != WorkflowStep.State.PENDING]
+BY_STATUS = RowCounts(Order)
 
 
 class OrderCollector:
     """Orders by status, orders placed, the workflow's steps by outcome, and stuck orders."""
 
     def collect(self) -> Iterator[Metric]:
-        counts = dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by())
+        counts = {status: n for (status,), n in BY_STATUS.counts().items()}
         by_status = GaugeMetricFamily("shop_orders", "Orders by status", labels=["status"])
         for status in Order.Status.values:
             by_status.add_metric([status], counts.get(status, 0))

@@ -9,6 +9,7 @@ from django.db import models
 from django.urls import reverse
 
 from shop.models import Product
+from tasks_admin.rowcounts import uncounted_index
 
 validate_e164 = RegexValidator(
     r"\A\+[1-9][0-9]{6,14}\Z",  # ASCII digits only
@@ -25,7 +26,9 @@ def new_order_number() -> str:
 
 class Order(models.Model):
     """A customer's order. Its status changes only through orders/lifecycle.py (the state machine),
-    and the database refuses any other change (migration 0004's trigger)."""
+    and the database refuses any other change (migration 0005's trigger). Whoever else writes an
+    order writes its own fields only (update(), or save(update_fields=...): orders/admin.py), never
+    the whole row as loaded: that wrote back a status the workflow had moved on since."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # placed, stock reserved; the charge is queued
@@ -64,12 +67,15 @@ class Order(models.Model):
     stock_released_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The status /metrics' tally counts the order under (tasks_admin/rowcounts.py writes it).
+    counted_as = models.CharField(max_length=16, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["-created_at"], name="order_recent"),
             models.Index(fields=["status", "updated_at"], name="order_status_updated"),
+            uncounted_index("order_uncounted"),  # moved since the tally counted them
         ]
         constraints = [
             models.CheckConstraint(

@@ -195,6 +195,21 @@ class TaskTally(models.Model):
         return f"{self.task_name} {self.state}: {self.runs}"
 
 
+class RowCount(models.Model):
+    """Rows of an app's table by labels, a message's channel and status say: the gauges /metrics
+    reads without counting the table (tasks_admin/rowcounts.py)."""
+
+    series = models.CharField(max_length=100)  # the model's label, e.g. "orders.Order"
+    labels = models.CharField(max_length=200)  # JSON list of the label values
+    rows = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["series", "labels"], name="rowcount_one_per_labels")]
+
+    def __str__(self) -> str:
+        return f"{self.series} {self.labels}: {self.rows}"
+
+
 class DeadLetterManager(models.Manager.from_queryset(TaskRecordQuerySet)):
     def get_queryset(self) -> TaskRecordQuerySet:
         return super().get_queryset().dead_letters()

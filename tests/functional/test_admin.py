@@ -7,10 +7,12 @@ from django.urls import reverse
 from django_celery_results.models import TaskResult
 
 from notifications.models import Notification
+from orders import metrics as order_metrics
 from orders import services
+from orders.admin import OrderAdmin
 from orders.checkout import Customer, place_order
 from orders.models import DemoGatewayCharge, Order, WorkflowStep
-from tests.factories import GOOD_CARD, make_product
+from tests.factories import GOOD_CARD, make_product, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -202,3 +204,31 @@ def test_continuing_an_order_needs_its_permission(client, django_user_model):
 
     assert client.post(reverse("admin:orders_order_continue", args=[order.pk])).status_code == 403
     assert Order.objects.get(pk=order.pk).status == Order.Status.ON_HOLD
+
+
+def test_a_contact_edit_writes_the_contact_only_not_the_status_the_workflow_moved_on(admin_client, monkeypatch):
+    """Between loading the order for the staff's POST and saving it, its charge starts and a
+    /metrics scrape folds its move into the status tally. Saving the whole row wrote back the
+    status as loaded (processing -> pending: the database refused it, a 500) and the tally's
+    counted_as; the edit writes the contact fields alone."""
+    order = place_order(
+        customer=Customer(name="Race", email="race@example.com", phone="+442079460999"),
+        shipping_address="1 Admin Road",
+        items=[(make_product(stock=5).sku, 1)],
+        card_number=GOOD_CARD,
+    )
+    data = change_form_data(admin_client, order) | {"phone": "+442079460111"}
+    save_form = OrderAdmin.save_form
+
+    def meanwhile(self, request, form, change):
+        reach(Order.objects.get(pk=order.pk), Order.Status.PROCESSING)  # the worker, meanwhile
+        order_metrics.BY_STATUS.fold()  # and a scrape
+        return save_form(self, request, form, change)
+
+    monkeypatch.setattr(OrderAdmin, "save_form", meanwhile)
+    response = admin_client.post(reverse("admin:orders_order_change", args=[order.pk]), data)
+
+    assert response.status_code == 302
+    order.refresh_from_db()
+    assert (order.phone, order.status) == ("+442079460111", Order.Status.PROCESSING)
+    assert {labels: n for labels, n in order_metrics.BY_STATUS.counts().items() if n} == {("processing",): 1}
