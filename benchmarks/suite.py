@@ -350,17 +350,18 @@ def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
         "dead letters": "the stock admin has no dead-letter list",
         "/metrics task series": "the same series from the whole history at each scrape (before the tally)",
         "/metrics order steps": "the same counts from the steps table at each scrape (before the tally)",
-        "/metrics orders and messages": "none: what still counts its tables",
+        "/metrics orders, messages by status": "the same counts from their tables at each scrape (before the tally)",
+        "/metrics orders and messages": "none: the two collectors whole, stuck orders included",
     }
+    rows = f"{sizes.admin_rows:,}"
     names = {
-        "/metrics task series": f"/metrics task series per scrape, {sizes.admin_rows:,} rows (median)",
-        "/metrics order steps": f"/metrics order steps per scrape, {sizes.admin_rows:,} orders (median)",
-        "/metrics orders and messages": f"/metrics orders' and messages' series, {sizes.admin_rows:,} orders (median)",
+        "/metrics task series": f"/metrics task series per scrape, {rows} rows (median)",
+        "/metrics order steps": f"/metrics order steps per scrape, {rows} orders (median)",
+        "/metrics orders, messages by status": f"/metrics orders, messages by status, {rows} orders (median)",
+        "/metrics orders and messages": f"/metrics orders' and messages' series, {rows} orders (median)",
     }
-    targets = {  # page: what it promises at a million rows; the task list pages: ≤ 100 ms, ≥ 15× faster
-        **{page: ("≤ 100 ms", lambda f: f.value <= 0.1) for page in baselines},
-        "/metrics orders and messages": ("≤ 1 s", lambda f: f.value <= 1.0),  # a tenth of a 10 s scrape timeout
-    }
+    # page: what it promises at a million rows; the task list pages: ≤ 100 ms, ≥ 15× faster
+    targets = {page: ("≤ 100 ms", lambda f: f.value <= 0.1) for page in baselines}
     for page in report.pages:
         name = names.get(page.page, f"task list, {page.page}, {sizes.admin_rows:,} rows (median)")
         target_text, target = targets.get(

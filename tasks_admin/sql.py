@@ -19,12 +19,12 @@ def db_value(model: type[Model], field_name: str, value: Any) -> Any:
 
 
 def read_tally(fold: Callable[[], object] | None, read: Callable[[], T], what: str) -> T:
-    """/metrics' figures kept in a tally (tasks_admin/tally.py, orders/tally.py): `fold()` first
-    moves what it can from the table into its tally, then `read()` adds up the tally and the rows
-    not folded yet, in one snapshot (PostgreSQL's REPEATABLE READ; SQLite's transactions are
-    serializable already; inside a test's transaction, that one): a concurrent fold moves rows
-    from one to the other. A fold that fails (on a read-only replica, say) is logged: the
-    figures are whole without it."""
+    """/metrics' figures kept in a tally (tasks_admin/tally.py, tasks_admin/rowcounts.py,
+    orders/tally.py): `fold()` first moves what it can from the table into its tally, then
+    `read()` adds up the tally and the rows not folded yet, in one snapshot (PostgreSQL's
+    REPEATABLE READ; SQLite's transactions are serializable already; inside a test's
+    transaction, that one): a concurrent fold moves rows from one to the other. A fold that
+    fails (on a read-only replica, say) is logged: the figures are whole without it."""
     if fold is not None:
         try:
             fold()

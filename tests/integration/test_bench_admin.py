@@ -14,7 +14,7 @@ pytestmark = pytest.mark.postgres
 
 PAGES = ("unfiltered", "state = FAILURE", "search: task id", "search: order number", "dead letters")
 # Against the same figures from the whole table, as scrapes did before the tallies.
-SCRAPES = ("/metrics task series", "/metrics order steps")
+SCRAPES = ("/metrics task series", "/metrics order steps", "/metrics orders, messages by status")
 WHOLE = "/metrics orders and messages"  # no baseline
 
 
