@@ -3,14 +3,16 @@ crashes, provider faults, console actions and periodic jobs, against the real wo
 the order's rules.
 
 After every step: stock on hand plus the units held by orders equals what there was, no order is
-shipped unpaid, none is charged twice. After the run (faults off, held orders continued and failed
-cancellations retried by staff, the recovery job run): every order is final, what was charged and
-not kept is refunded once, and what its customer was told agrees with it.
+shipped unpaid, none is charged twice, and /metrics' orders and messages by status (a tally
+folded while the worker runs) are the tables'. After the run (faults off, held orders continued
+and failed cancellations retried by staff, the recovery job run): every order is final, what was
+charged and not kept is refunded once, and what its customer was told agrees with it.
 """
 
 import os
 import signal
 import time
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 
@@ -18,15 +20,17 @@ import psutil
 import pytest
 from celery import states
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from notifications import metrics as notification_metrics
 from notifications.models import Notification
 from orders import cancellation_workflow, maintenance
 from orders import console as order_console
+from orders import metrics as order_metrics
 from orders.errors import CheckoutError, OrderActionRefused
 from orders.models import DemoGatewayCharge, Order, OrderLine, Payment, Shipment
 from shop.models import Product
@@ -154,6 +158,22 @@ class OrderRules(RuleBasedStateMachine):
     @invariant()
     def nothing_ships_unpaid(self):
         assert not Shipment.objects.exclude(order__payment__status=Payment.Status.CAPTURED).exists()
+
+    @invariant()
+    def metrics_count_the_orders_and_messages_as_they_are(self):
+        """/metrics' orders by status and messages by status (tasks_admin/rowcounts.py): a scrape
+        folds a little while the worker moves orders and sends messages, and the tally plus the
+        moves not folded yet equal the tables, read in one snapshot."""
+        for counted in (order_metrics.BY_STATUS, notification_metrics.BY_STATUS):
+            counted.fold(batch_size=2, max_batches=1)
+            with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                tallied = counted.counts(fold_first=None)
+                table = counted.model.objects.order_by().values_list(*counted.group, counted.field)
+                expected = Counter(tuple(row) for row in table)
+            assert {labels: n for labels, n in tallied.items() if n} == expected
 
     def teardown(self):
         for target in switches.SWITCHES:
