@@ -37,7 +37,7 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     # The status /metrics' tally counts the message under (tasks_admin/rowcounts.py writes it).
-    counted_as = models.CharField(max_length=10, blank=True, editable=False)
+    counted_as = models.CharField(max_length=10, blank=True, db_default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

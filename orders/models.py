@@ -68,7 +68,7 @@ class Order(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The status /metrics' tally counts the order under (tasks_admin/rowcounts.py writes it).
-    counted_as = models.CharField(max_length=16, blank=True, editable=False)
+    counted_as = models.CharField(max_length=16, blank=True, db_default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='notification',
             name='counted_as',
-            field=models.CharField(blank=True, editable=False, max_length=10),
+            field=models.CharField(blank=True, db_default='', editable=False, max_length=10),
         ),
         migrations.AddIndex(
             model_name='notification',

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="order",
             name="counted_as",
-            field=models.CharField(blank=True, editable=False, max_length=16),
+            field=models.CharField(blank=True, db_default="", editable=False, max_length=16),
         ),
         migrations.AddIndex(
             model_name="order",
