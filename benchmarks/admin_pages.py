@@ -294,10 +294,9 @@ def measure_scrape(runs: int, log: Log) -> PageResult:
 def _count_statuses() -> list[dict]:
     """Orders by status and messages by channel and status counted from their tables, as the
     collectors did at each scrape before their tally."""
-    return [
-        dict(Order.objects.order_by().values_list("status").annotate(n=Count("pk"))),
-        dict(Notification.objects.order_by().values_list("channel", "status").annotate(n=Count("pk"))),
-    ]
+    orders = Order.objects.order_by().values_list("status").annotate(n=Count("pk"))
+    messages = Notification.objects.order_by().values_list("channel", "status").annotate(n=Count("pk"))
+    return [dict(orders), {(channel, status): n for channel, status, n in messages}]
 
 
 def _tallied_statuses() -> list[dict]:
