@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from tasks_admin.rowcounts import uncounted_index
+from tasks_admin.rowcounts import counted_field, uncounted_index
 
 
 class Notification(models.Model):
@@ -38,6 +38,7 @@ class Notification(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     # The status /metrics' tally counts the message under (tasks_admin/rowcounts.py writes it).
     counted_as = models.CharField(max_length=10, blank=True, db_default="", editable=False)
+    counted = counted_field()
 
     class Meta:
         ordering = ["-created_at"]

@@ -9,7 +9,7 @@ from django.db import models
 from django.urls import reverse
 
 from shop.models import Product
-from tasks_admin.rowcounts import uncounted_index
+from tasks_admin.rowcounts import counted_field, uncounted_index
 
 validate_e164 = RegexValidator(
     r"\A\+[1-9][0-9]{6,14}\Z",  # ASCII digits only
@@ -69,6 +69,7 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # The status /metrics' tally counts the order under (tasks_admin/rowcounts.py writes it).
     counted_as = models.CharField(max_length=16, blank=True, db_default="", editable=False)
+    counted = counted_field()
 
     class Meta:
         ordering = ["-created_at"]

@@ -29,9 +29,18 @@ COUNTED_AS = "counted_as"
 Labels = tuple[str, ...]  # the `group` fields' values, then the status
 
 
-def uncounted_index(name: str, field: str = "status") -> models.Index:
+def counted_field(field: str = "status") -> models.GeneratedField:
+    """Whether the row's status is the one the tally counts it under: a stored column, so that
+    the planner has statistics of it. On `counted_as <> status` PostgreSQL guesses that nearly
+    every row matches, and read 1,000,000 orders rather than the partial index of the few."""
+    return models.GeneratedField(
+        expression=models.Q(**{COUNTED_AS: F(field)}), output_field=models.BooleanField(), db_persist=True
+    )
+
+
+def uncounted_index(name: str) -> models.Index:
     """The partial index of a model's rows whose status moved since the tally counted them."""
-    return models.Index(fields=["id"], condition=~models.Q(**{COUNTED_AS: F(field)}), name=name)
+    return models.Index(fields=["id"], condition=models.Q(counted=False), name=name)
 
 
 class RowCounts:
@@ -42,7 +51,7 @@ class RowCounts:
         self.series = model._meta.label
 
     def moved(self) -> QuerySet:
-        return self.model._default_manager.exclude(**{COUNTED_AS: F(self.field)})
+        return self.model._default_manager.filter(counted=False)
 
     def _moves(self, rows: QuerySet) -> Counter[Labels]:
         fields = (*self.group, COUNTED_AS, self.field)

@@ -16,8 +16,13 @@ class Migration(migrations.Migration):
             name='counted_as',
             field=models.CharField(blank=True, db_default='', editable=False, max_length=10),
         ),
+        migrations.AddField(
+            model_name='notification',
+            name='counted',
+            field=models.GeneratedField(db_persist=True, expression=models.Q(('counted_as', models.F('status'))), output_field=models.BooleanField()),
+        ),
         migrations.AddIndex(
             model_name='notification',
-            index=models.Index(condition=models.Q(('counted_as', models.F('status')), _negated=True), fields=['id'], name='notification_uncounted'),
+            index=models.Index(condition=models.Q(('counted', False)), fields=['id'], name='notification_uncounted'),
         ),
     ]

@@ -1,5 +1,5 @@
 """Order.counted_as: the status /metrics' tally counts the order under (tasks_admin/rowcounts.py),
-and the partial index of the orders moved since.
+`counted` (stored: whether it is the status) and the partial index of the orders moved since.
 
 On SQLite, adding a NOT NULL column rebuilds the table, which drops 0005's transition trigger:
 it is created again after (and after the column is removed, going back). Proven by
@@ -28,13 +28,18 @@ class Migration(migrations.Migration):
             name="counted_as",
             field=models.CharField(blank=True, db_default="", editable=False, max_length=16),
         ),
+        migrations.AddField(
+            model_name="order",
+            name="counted",
+            field=models.GeneratedField(
+                db_persist=True,
+                expression=models.Q(("counted_as", models.F("status"))),
+                output_field=models.BooleanField(),
+            ),
+        ),
         migrations.AddIndex(
             model_name="order",
-            index=models.Index(
-                condition=models.Q(("counted_as", models.F("status")), _negated=True),
-                fields=["id"],
-                name="order_uncounted",
-            ),
+            index=models.Index(condition=models.Q(("counted", False)), fields=["id"], name="order_uncounted"),
         ),
         migrations.RunPython(recreate_trigger, migrations.RunPython.noop),
     ]
