@@ -7,6 +7,8 @@ counts to a file of its own in BENCH_SQL_DIR when it exits. With BENCH_SQL_DETAI
 statement is also counted by its task, its transaction (autocommit or not) and its text's
 start, and every write transaction by the task that committed it (`wtx.<task>`; the
 write-behind flusher's under None): how docs/benchmarks.md's breakdown per task was made.
+The demo payment provider's writes (its ledger, in the shop's database for the demo; a real
+provider's is not) are also counted on their own, `provider write transactions`.
 """
 
 import atexit
@@ -27,6 +29,7 @@ _counts: Counter = Counter()
 _lock = threading.Lock()
 _WRITES = ("INSERT", "UPDATE", "DELETE")
 _DETAIL = bool(os.environ.get("BENCH_SQL_DETAIL"))
+_PROVIDER_TABLE = "orders_demogatewaycharge"  # orders.models.DemoGatewayCharge, written in autocommit
 
 
 def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
@@ -43,6 +46,8 @@ def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, conte
             _counts["write statements"] += 1
             if connection.get_autocommit():
                 _counts["write transactions"] += 1
+                if _PROVIDER_TABLE in sql:
+                    _counts["provider write transactions"] += 1
                 if _DETAIL:
                     _counts[f"wtx.{getattr(current_task, 'name', None)}"] += 1
             else:

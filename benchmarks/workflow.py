@@ -248,6 +248,7 @@ def ceiling(stack: Stack, orders: int) -> Drain:
 class SqlCost:
     statements: float  # per order workflow (or canvas), in the workers
     write_transactions: float
+    provider_write_transactions: float  # of which the demo payment provider's ledger
     checkout_statements: float  # per checkout, in the web process (ours only)
     by_task: dict[str, float]
 
@@ -270,6 +271,7 @@ def shop_sql(stack: Stack, orders: int, directory: Path) -> SqlCost:
     return SqlCost(
         statements=counts["statements"] / orders,
         write_transactions=counts["write transactions"] / orders,
+        provider_write_transactions=counts["provider write transactions"] / orders,
         checkout_statements=len(checkout_queries) / orders,
         by_task={name.removeprefix("task."): n / orders for name, n in counts.items() if name.startswith("task.")},
     )
@@ -288,6 +290,7 @@ def stock_sql(stack: Stack, canvases: int, directory: Path) -> SqlCost:
     return SqlCost(
         statements=counts["statements"] / canvases,
         write_transactions=counts["write transactions"] / canvases,
+        provider_write_transactions=0.0,
         checkout_statements=0.0,
         by_task={},
     )

@@ -5,7 +5,8 @@ Each transition is one conditional UPDATE (`WHERE status IN <its sources>`), so 
 racing for an order — a worker charging it, staff cancelling it, a periodic job — cannot both
 win: the loser's UPDATE matches no row and it is told so. The database itself refuses any
 other change of status (a trigger built from TRANSITIONS, migration 0004), whoever sends the
-SQL. tests/unit/test_lifecycle.py tries every pair of states against both.
+SQL. tests/unit/test_lifecycle.py tries every pair of states against both. `move_clause()` is
+the same UPDATE as a clause of a step's statement on PostgreSQL.
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 from django.utils import timezone
+
+from tasks_admin.sql import db_value
 
 from .errors import OrderActionRefused
 from .models import Order, OrderEvent
@@ -104,6 +107,22 @@ def move(
         for name, value in fields.items():
             setattr(order, name, value)
     return moved
+
+
+def move_clause(order_id, transition: Transition, condition: str = "", params: tuple = ()) -> tuple[str, list]:
+    """`move()` as a data-modifying WITH clause named `moved` (PostgreSQL), returning the moved
+    order's row, for the statement of a step's effect to make the move in the same round trip;
+    `condition`: more SQL on the order's row, with its `params`. Unaudited (no actor), as the
+    workflow's own moves are. tests/unit/test_steps.py::test_each_step_settles_itself_in_the_statement_of_its_effect
+    counts the statements; the trigger of migration 0004 still guards the status."""
+    table = Order._meta.db_table
+    sources = ", ".join(["%s"] * len(transition.sources))
+    sql = (
+        f"moved AS (UPDATE {table} SET status = %s, updated_at = %s WHERE id = %s AND status IN ({sources})"
+        f"{f' AND {condition}' if condition else ''} RETURNING *)"
+    )
+    now = db_value(Order, "updated_at", timezone.now())
+    return sql, [transition.target, now, db_value(Order, "id", order_id), *transition.sources, *params]
 
 
 def require(order: Order | str, transition: Transition, **kwargs) -> None:

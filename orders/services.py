@@ -30,7 +30,7 @@ from tasks_admin.sql import db_value
 
 from . import lifecycle, messages, stock, workflow
 from .errors import MessageCancelled, NoFailedStep, OrderActionRefused, StepNotAllowed
-from .models import Order, Payment, Shipment, WorkflowStep
+from .models import Order, OrderLine, Payment, Shipment, WorkflowStep
 from .payments import PaymentDeclined, get_gateway
 
 logger = logging.getLogger(__name__)
@@ -72,12 +72,12 @@ def _postgresql() -> bool:
 
 def charge_payment(order_id: str) -> str:
     """Charge the card once; return the gateway's reference. A declined card cancels the order."""
-    payment = Payment.objects.select_related("order").get(order_id=order_id)
+    payment, moved = _payment_to_charge(order_id)
     if payment.status == Payment.Status.CAPTURED:
         return payment.gateway_reference
     if payment.status == Payment.Status.DECLINED:
         raise PaymentDeclined(payment.error)
-    if not lifecycle.move(order_id, lifecycle.START_CHARGE):
+    if not moved:
         raise _not_allowed(order_id, "not charging it")
     try:
         reference = get_gateway().charge(
@@ -94,21 +94,52 @@ def charge_payment(order_id: str) -> str:
                 failing=workflow.CHARGE,
             )
         raise
+    captured = {"status": Payment.Status.CAPTURED, "gateway_reference": reference, "captured_at": timezone.now()}
+    if _postgresql():  # the move to paid, the payment and the step in one statement
+        moved, move_params = lifecycle.move_clause(order_id, lifecycle.CAPTURE)
+        settled, params = settled_clause(order_id, workflow.CHARGE)
+        columns = ", ".join(f"{name} = %s" for name in captured)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH {moved}, {settled} UPDATE {Payment._meta.db_table} SET {columns} WHERE id = %s",
+                [
+                    *move_params,
+                    *params,
+                    *(db_value(Payment, name, value) for name, value in captured.items()),
+                    payment.pk,
+                ],
+            )
+        return reference
     with transaction.atomic():
         lifecycle.move(order_id, lifecycle.CAPTURE)
-        captured = {"status": Payment.Status.CAPTURED, "gateway_reference": reference, "captured_at": timezone.now()}
-        if _postgresql():  # the payment and the step in one statement
-            settled, params = settled_clause(order_id, workflow.CHARGE)
-            columns = ", ".join(f"{name} = %s" for name in captured)
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"WITH {settled} UPDATE {Payment._meta.db_table} SET {columns} WHERE id = %s",
-                    [*params, *(db_value(Payment, name, value) for name, value in captured.items()), payment.pk],
-                )
-        else:
-            Payment.objects.filter(pk=payment.pk).update(**captured)
-            settle_step(order_id, workflow.CHARGE, State.SUCCESS)
+        Payment.objects.filter(pk=payment.pk).update(**captured)
+        settle_step(order_id, workflow.CHARGE, State.SUCCESS)
     return reference
+
+
+def _payment_to_charge(order_id) -> tuple[Payment, bool]:
+    """The order's payment, and whether the order moved to processing (START_CHARGE: from then on
+    the charge may be at the gateway, and the stale-order job leaves the order alone). A payment
+    captured or declined already moves nothing. On PostgreSQL, the move reads the payment: one
+    statement (tests/unit/test_steps.py::test_each_step_settles_itself_in_the_statement_of_its_effect)."""
+    if not _postgresql():
+        payment = Payment.objects.get(order_id=order_id)
+        settled = payment.status in (Payment.Status.CAPTURED, Payment.Status.DECLINED)
+        return payment, not settled and lifecycle.move(order_id, lifecycle.START_CHARGE)
+    table = Payment._meta.db_table
+    moved, params = lifecycle.move_clause(
+        order_id,
+        lifecycle.START_CHARGE,
+        condition=f"id IN (SELECT order_id FROM {table} WHERE status NOT IN (%s, %s))",
+        params=(Payment.Status.CAPTURED, Payment.Status.DECLINED),
+    )
+    rows = Payment.objects.raw(
+        f"WITH {moved} SELECT *, EXISTS (SELECT 1 FROM moved) AS moved FROM {table} WHERE order_id = %s",
+        [*params, db_value(Payment, "order", order_id)],
+    )
+    for payment in rows:
+        return payment, payment.moved
+    raise Payment.DoesNotExist(f"order {order_id} has no payment")
 
 
 def create_shipment(order_id: str) -> str:
@@ -178,22 +209,49 @@ def record_sales(order_id: str) -> bool:
 def confirm_order(order_id: str) -> bool:
     """The chord's callback: the order is paid, shipped and counted, so it is confirmed, and its
     confirmation e-mail and SMS are queued for the workflow's last two tasks."""
-    every_step_done = Q(Exists(Shipment.objects.filter(order=OuterRef("pk"))), sales_recorded_at__isnull=False)
     with transaction.atomic():
-        done = lifecycle.move(order_id, lifecycle.CONFIRM, condition=every_step_done)
-        if not done:
+        confirmed = _confirmed(order_id)
+        if confirmed is None:
             if Order.objects.filter(pk=order_id, status=Status.CONFIRMED).exists():
                 return False  # confirmed by an earlier run of this task
             raise _not_allowed(order_id, "not confirming it")
-        if _postgresql():  # the step settled by the statement that reads the order for its messages
-            settled, params = settled_clause(order_id, workflow.CONFIRM)
-            table = Order._meta.db_table
-            order = Order.objects.raw(f"WITH {settled} SELECT * FROM {table} WHERE id = %s", [*params, order_id])[0]
-        else:
-            order = Order.objects.get(pk=order_id)
-            settle_step(order_id, workflow.CONFIRM, State.SUCCESS)
-        notifications.queue(messages.confirmation(order))
+        notifications.queue(messages.confirmation(*confirmed))
     return True
+
+
+def _confirmed(order_id) -> tuple[Order, list[OrderLine]] | None:
+    """The paid order moved to confirmed if it is shipped and counted, its step settled, with its
+    lines; None if it did not move. On PostgreSQL one statement: the move returns the order and
+    its lines, what its messages need (tests/unit/test_steps.py counts the statements)."""
+    if not _postgresql():
+        every_step_done = Q(Exists(Shipment.objects.filter(order=OuterRef("pk"))), sales_recorded_at__isnull=False)
+        if not lifecycle.move(order_id, lifecycle.CONFIRM, condition=every_step_done):
+            return None
+        settle_step(order_id, workflow.CONFIRM, State.SUCCESS)
+        order = Order.objects.get(pk=order_id)
+        return order, list(order.lines.all())
+    every_step_done = (
+        f"sales_recorded_at IS NOT NULL AND EXISTS (SELECT 1 FROM {Shipment._meta.db_table} WHERE order_id = %s)"
+    )
+    moved, move_params = lifecycle.move_clause(
+        order_id, lifecycle.CONFIRM, condition=every_step_done, params=(db_value(Shipment, "order", order_id),)
+    )
+    settled, params = settled_clause(order_id, workflow.CONFIRM, when="EXISTS (SELECT 1 FROM moved)")
+    line_fields = [f.column for f in OrderLine._meta.concrete_fields]
+    rows = list(
+        Order.objects.raw(
+            f"WITH {moved}, {settled} SELECT moved.*, {', '.join(f'line.{c} AS line_{c}' for c in line_fields)} "
+            f"FROM moved LEFT JOIN {OrderLine._meta.db_table} line ON line.order_id = moved.id ORDER BY line.id",
+            [*move_params, *params],
+        )
+    )
+    if not rows:
+        return None
+    order = rows[0]
+    lines = [
+        OrderLine(**{c: getattr(row, f"line_{c}") for c in line_fields}) for row in rows if row.line_id is not None
+    ]
+    return order, lines
 
 
 def send_confirmation(order_id: str, channel: str) -> int:
