@@ -10,8 +10,18 @@ from django.urls import include, path
 from django_celery_results.admin import TaskResultAdmin
 from django_celery_results.models import TaskResult
 
+from tasks_admin.admin import TaskConsoleMixin
+
+
+class SamePageTaskResultAdmin(TaskResultAdmin):
+    """The stock admin as it ships, on pages of as many rows as the console's (Django's default
+    is 100, the console's 50): both sides render the same number of rows."""
+
+    list_per_page = TaskConsoleMixin.list_per_page
+
+
 site = AdminSite(name="stock_admin")
-site.register(TaskResult, TaskResultAdmin)
+site.register(TaskResult, SamePageTaskResultAdmin)
 
 urlpatterns = [
     path("stock-admin/", site.urls),
