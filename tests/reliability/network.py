@@ -157,12 +157,15 @@ class Network:
             ip("-n", self.hosts[name].namespace, "route", "del", f"{address}/32")
 
     def stop(self) -> None:
-        """Kill whatever still runs on the hosts and delete them and the bridge (their veths go with them)."""
+        """Kill whatever still runs on the hosts and delete them, their links and the bridge. A veth
+        usually goes with its namespace, but not while the kernel still holds the namespace: the Redis
+        host's link outlived it once, and the next module's network could not reuse its name."""
         for host in self.hosts.values():
             try:
                 _kill_all(host)
             finally:
                 subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
+                subprocess.run(["ip", "link", "delete", host.link], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
         self.hosts.clear()
 
