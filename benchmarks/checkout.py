@@ -71,14 +71,13 @@ def measure(
     workflow._reset()
     workflow._catalog()
     with SlowProviders(delay) as providers:
-        workers = [stack.worker(*args, **providers) for args in workflow.PRODUCTION_WORKERS]
+        workers = stack.workers(workflow.PRODUCTION_WORKERS, **providers)
         url = stack.web(workers=2, threads=1, **providers)
         log(f"  {requests} checkouts at {rate:.1f}/s with {delay:g} s providers and the workers running ...")
         at_rate = _time_checkouts(url, requests, offset=0, rate=rate)
         log(f"  {requests} checkouts, {CLIENTS} clients back to back ...")
         flat_out = _time_checkouts(url, requests, offset=requests + 10)
-        for worker in workers:
-            stack.stop(worker)
+        stack.stop(*workers)
         stack.purge()
         sync_url = stack.web("benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
         log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -36,6 +37,7 @@ class Process:
         self.name, self.argv, self.env = name, argv, env
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        self._terminated = False
 
     def start(self) -> "Process":
         self._log = self.log_path.open("ab")
@@ -47,12 +49,18 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def terminate(self) -> None:
+        """SIGTERM (a worker's warm shutdown), once; `stop` waits for it."""
+        if self.process is not None and not self._terminated and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM (a worker's warm shutdown), then SIGKILL to whatever of its group is left."""
         if self.process is None:
             return
+        self.terminate()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -113,17 +121,26 @@ class Stack:
     def worker(self, *args: str, app: str = "shop", **env: str) -> Process:
         """`celery -A <app> worker <args>` (Celery's defaults where `args` say nothing), once it
         answers a ping: consuming."""
-        self._started += 1
-        name = f"worker{self._started}"
-        hostname = f"{name}@{socket.gethostname()}"
-        argv = [str(BIN / "celery"), "-A", app, "worker", "--hostname", hostname, *args]
-        process = Process(name, argv, self.env(**env), self.directory).start()
-        self.processes.append(process)
+        return self.workers([args], app=app, **env)[0]
+
+    def workers(self, layouts: Sequence[Sequence[str]], app: str = "shop", **env: str) -> list[Process]:
+        """A worker for each of `layouts` (its arguments), started together, once each answers a
+        ping: each takes seconds to boot, and the quick run (CI) boots workers a dozen times."""
+        started = []
+        for args in layouts:
+            self._started += 1
+            name = f"worker{self._started}"
+            hostname = f"{name}@{socket.gethostname()}"
+            argv = [str(BIN / "celery"), "-A", app, "worker", "--hostname", hostname, *args]
+            process = Process(name, argv, self.env(**env), self.directory).start()
+            self.processes.append(process)
+            started.append((hostname, process))
         deadline = time.monotonic() + 60
-        while not celery_app.control.ping(destination=[hostname], timeout=0.5):
-            if process.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start:\n{process.log()[-3000:]}")
-        return process
+        for hostname, process in started:
+            while not celery_app.control.ping(destination=[hostname], timeout=0.5):
+                if process.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{process.name} did not start:\n{process.log()[-3000:]}")
+        return [process for _, process in started]
 
     def web(self, wsgi: str = "shop.wsgi", workers: int = 2, threads: int = 8, **env: str) -> str:
         """gunicorn serving `wsgi`, as the Procfile runs it; returns its base URL once it answers."""
@@ -144,9 +161,13 @@ class Stack:
                     raise RuntimeError(f"gunicorn did not start:\n{process.log()[-3000:]}") from None
                 time.sleep(0.2)
 
-    def stop(self, process: Process) -> None:
-        process.stop()
-        self.processes.remove(process)
+    def stop(self, *processes: Process) -> None:
+        """Their warm shutdowns at once, not one after the other (a second or two each)."""
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.stop()
+            self.processes.remove(process)
 
     def purge(self) -> None:
         """Empty the broker between measurements."""

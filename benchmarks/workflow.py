@@ -160,12 +160,11 @@ def shop_throughput(
     _reset()
     _catalog()
     order_ids = [checkout(n)[0] for n in range(orders)]
-    started = [stack.worker(*args, **PROVIDERS, **env) for args in workers]
+    started = stack.workers(workers, **PROVIDERS, **env)
     try:
         _wait_for_orders(order_ids, timeout=60 + orders)
     finally:
-        for worker in started:
-            stack.stop(worker)
+        stack.stop(*started)
     return drain_of(order_ids)
 
 
@@ -195,7 +194,7 @@ def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
     """Checkout commit → order confirmed, for orders placed at `rate` a second while the workers run."""
     _reset()
     _catalog()
-    started = [stack.worker(*args, **PROVIDERS) for args in PRODUCTION_WORKERS]
+    started = stack.workers(PRODUCTION_WORKERS, **PROVIDERS)
     try:
         placed, start = [], time.monotonic()
         for n in range(int(rate * seconds)):
@@ -204,8 +203,7 @@ def shop_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]:
         order_ids = [order_id for order_id, _ in placed]
         _wait_for_orders(order_ids, timeout=120)
     finally:
-        for worker in started:
-            stack.stop(worker)
+        stack.stop(*started)
     steps = WorkflowStep.objects.filter(order_id__in=order_ids, name="confirm_order")
     confirmed = {str(order_id): at for order_id, at in steps.values_list("order_id", "finished_at")}
     return percentiles([confirmed[order_id].timestamp() - at for order_id, at in placed])
@@ -265,12 +263,11 @@ def shop_sql(stack: Stack, orders: int, directory: Path) -> SqlCost:
     with CaptureQueriesContext(connection) as checkout_queries:
         order_ids = [checkout(n)[0] for n in range(orders)]
     env = {"BENCH_SQL_DIR": str(directory), "CELERY_EXTRA_IMPORTS": "benchmarks.sqlcount", **PROVIDERS}
-    started = [stack.worker(*args, **env) for args in PRODUCTION_WORKERS]
+    started = stack.workers(PRODUCTION_WORKERS, **env)
     try:
         _wait_for_orders(order_ids, timeout=60 + orders)
     finally:
-        for worker in started:
-            stack.stop(worker)  # each process writes its counts as it exits
+        stack.stop(*started)  # each process writes its counts as it exits
     counts = sqlcount.read(directory)
     return SqlCost(
         statements=counts["statements"] / orders,
