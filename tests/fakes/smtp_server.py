@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from .hold import Hold
 
@@ -33,6 +34,8 @@ class FakeSmtpServer:
         self._holds: list[Hold] = []
         self._open = threading.Event()
         self._open.set()
+        # Sessions whose RCPT was answered and whose message is not yet accepted (nor abandoned).
+        self._mid_message: set = set()
         server = self
 
         class Handler:
@@ -42,7 +45,7 @@ class FakeSmtpServer:
                     hold.arrive(address)
                     while not hold.released.is_set():  # polled: the event loop serves other sessions meanwhile
                         await asyncio.sleep(0.01)
-                while not server._open.is_set():
+                while not server._pass_rcpt(session):
                     await asyncio.sleep(0.01)
                 envelope.rcpt_tos.append(address)
                 return "250 OK"
@@ -53,10 +56,21 @@ class FakeSmtpServer:
                     server.messages.append(
                         Received(list(envelope.rcpt_tos), message["Subject"] or "", message["Message-ID"] or "")
                     )
+                    server._mid_message.discard(session)
                 return "250 Message accepted for delivery"
 
+        class Smtp(SMTP):
+            def connection_lost(self, error: Exception | None) -> None:
+                with server._lock:  # a client that gave up after RCPT is no longer mid-message
+                    server._mid_message.discard(self.session)
+                super().connection_lost(error)
+
+        class SmtpController(Controller):
+            def factory(self) -> SMTP:  # aiosmtpd's documented hook for a custom SMTP class
+                return Smtp(self.handler, **self.SMTP_kwargs)
+
         self.host, self.port = host, free_port(host)
-        self.controller = Controller(Handler(), hostname=host, port=self.port)
+        self.controller = SmtpController(Handler(), hostname=host, port=self.port)
 
     def __enter__(self) -> "FakeSmtpServer":
         self.controller.start()
@@ -73,13 +87,30 @@ class FakeSmtpServer:
         return hold
 
     @contextmanager
-    def paused(self) -> Iterator[None]:
-        """Accept no message while the block runs: each new one waits at RCPT until it ends."""
-        self._open.clear()
+    def paused(self, timeout: float = 30) -> Iterator[None]:
+        """Accept no message while the block runs: each new one waits at RCPT until it ends. The
+        block starts once the messages already past RCPT are accepted (or abandoned), so that
+        `received()` inside it is final: none is accepted a moment after it was read (the race
+        that let scenario 19 send an e-mail twice, tests/reliability/scenarios.py)."""
+        with self._lock:
+            self._open.clear()
         try:
+            deadline = time.monotonic() + timeout
+            while self._mid_message:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(self._mid_message)} SMTP sessions still mid-message after {timeout} s")
+                time.sleep(0.01)
             yield
         finally:
             self._open.set()
+
+    def _pass_rcpt(self, session) -> bool:
+        """Answer this RCPT unless paused; checked and counted under the lock `paused()` takes."""
+        with self._lock:
+            if not self._open.is_set():
+                return False
+            self._mid_message.add(session)
+            return True
 
     def _next_hold(self) -> Hold | None:
         with self._lock:

@@ -35,7 +35,9 @@ def no_email_between_accepted_and_recorded(stack) -> Iterator[None]:
     recorded as sent: a host killed inside it is not killed in the milliseconds between a server's
     acceptance and the shop's record, which SMTP, having no idempotency key, cannot close
     (docs/reliability.md, *What remains*; it made scenarios 17 and 22 fail by chance). E-mails in
-    flight wait at RCPT, as a slow server keeps them: the kill interrupts them before acceptance."""
+    flight wait at RCPT, as a slow server keeps them: the kill interrupts them before acceptance;
+    one already past RCPT is accepted before the block starts (FakeSmtpServer.paused), else it
+    could be accepted just after `all_recorded` read the list (scenario 19, CI of a422d5a)."""
 
     def all_recorded() -> bool:
         accepted = {message.message_id for message in stack.smtp.received()}
