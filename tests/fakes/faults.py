@@ -8,7 +8,8 @@ FAULT_PAUSE_AFTER="module:attr.path,..."  the first call (cluster-wide) of each 
     then leaves FAULT_DIR/resumed-<target>, so a test can tell that a kill came in time.
 FAULT_KILL_CHILD="module:attr.path"  the pool process running the target kills itself with
     SIGKILL (as the OOM killer would) when the order's customer name contains POISON (every
-    time) or KILLONCE (the first time for that order).
+    time) or KILLONCE (the first time for that order), after adding a line to
+    FAULT_DIR/kills-<order id>: the runs that died, counted where they died.
 FAULT_DUPLICATE_PUBLISH="task.name,..."  every message published for these tasks is
     published a second time, byte for byte (a duplicate delivery).
 FAULT_SWITCHES="module:attr.path,..."  switches a test flips while the worker runs: while
@@ -75,6 +76,8 @@ def _kill_child(original):
 
         name = Order.objects.values_list("customer_name", flat=True).get(pk=order_id)
         if "POISON" in name or ("KILLONCE" in name and _claim(f"killed-{order_id}")):
+            with open(_dir() / f"kills-{order_id}", "a") as kills:
+                kills.write(f"{os.getpid()}\n")
             os.kill(os.getpid(), signal.SIGKILL)
         return original(order_id, *args, **kwargs)
 
