@@ -12,6 +12,8 @@ from email import message_from_bytes
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
+from tests.support import wait_for
+
 from .hold import Hold
 
 
@@ -95,11 +97,7 @@ class FakeSmtpServer:
         with self._lock:
             self._open.clear()
         try:
-            deadline = time.monotonic() + timeout
-            while self._mid_message:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(self._mid_message)} SMTP sessions still mid-message after {timeout} s")
-                time.sleep(0.01)
+            wait_for(lambda: not self._mid_message, timeout, interval=0.01, message="SMTP sessions mid-message")
             yield
         finally:
             self._open.set()

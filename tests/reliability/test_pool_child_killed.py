@@ -73,15 +73,16 @@ def test_a_task_whose_process_keeps_dying_ends_as_a_dead_letter_after_a_bounded_
 
 def _describe(poisoned: list[Order], kills: dict, stack) -> str:
     """Each poisoned order's SMS task records, dead letters and worker log lines, for a failure."""
+    numbers = {str(o.pk): o.number for o in poisoned}
+    records = TaskRecord.objects.about_any(Order, list(numbers)).filter(task_name__endswith="confirmation_sms")
+    letters = set(DeadLetter.objects.filter(pk__in=records).values_list("pk", flat=True))
+    log = "\n".join(worker.log() for worker in stack.workers).splitlines()
     lines = []
-    for order in poisoned:
-        records = TaskRecord.objects.about_any(Order, [order.pk]).filter(task_name__endswith="confirmation_sms")
-        for record in records:
-            letter = DeadLetter.objects.filter(pk=record.pk).exists()
-            lines.append(
-                f"order {order.number}: {kills[order.pk]} runs killed; task {record.task_id} {record.state}, "
-                f"{record.attempts} attempts, {record.exception_type}{', a dead letter' if letter else ''}"
-            )
-            log = "\n".join(worker.log() for worker in stack.workers)
-            lines += [f"    {line}" for line in log.splitlines() if record.task_id in line]
+    for record in records:
+        lines.append(
+            f"order {numbers[record.subject_id]}: {kills[UUID(record.subject_id)]} runs killed; task {record.task_id} "
+            f"{record.state}, {record.attempts} attempts, {record.exception_type}"
+            f"{', a dead letter' if record.pk in letters else ''}"
+        )
+        lines += [f"    {line}" for line in log if record.task_id in line]
     return "\n".join(lines)
