@@ -7,7 +7,8 @@ Celery's default (prefork with one process per core, prefetch 4, early acknowled
 `python -m benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
 at once) and prints, as JSON, each one's callback task id and when it was sent;
 `python -m benchmarks.stock_app ticks COUNT` queues COUNT no-op tasks with results ignored
-(the broker-bound ceiling).
+(the broker-bound ceiling). With BENCH_SHOP_TRANSPORT set (the ceiling's worker), kombu runs with the
+shop's fixes (tasks_admin/kombu_fixes.py), so that the ceiling's broker path is the shop's own.
 """
 
 import functools
@@ -23,11 +24,14 @@ from celery import Celery, chain, chord
 from celery.canvas import Signature
 
 from benchmarks import ticks
+from tasks_admin import kombu_fixes
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.stock_settings")
 
 app = Celery("stock", broker=os.environ.get("CELERY_BROKER_URL"), backend="django-db")
 app.conf.imports = ["benchmarks.sqlcount"]  # counts SQL only when BENCH_SQL_DIR is set
+if os.environ.get("BENCH_SHOP_TRANSPORT"):
+    kombu_fixes.apply()
 
 
 @app.task(name="stock.noop")  # the same name when this module runs as __main__ (the sender)

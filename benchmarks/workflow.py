@@ -224,8 +224,8 @@ def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]
 
 def ceiling(stack: Stack, orders: int) -> Drain:
     """The broker-bound ceiling: six no-op tasks an order, results ignored, queued at once and
-    drained by the stock app on the production layout's prefork worker (benchmarks/stock_app.py:
-    tick); orders ÷ (last run − first run)."""
+    drained by the stock app on the production layout's prefork worker, with the shop's kombu
+    (benchmarks/stock_app.py: tick, BENCH_SHOP_TRANSPORT); orders ÷ (last run − first run)."""
     subprocess.run(
         [sys.executable, "-m", "benchmarks.stock_app", "ticks", str(orders * TASKS_PER_ORDER)],
         cwd=ROOT,
@@ -233,7 +233,7 @@ def ceiling(stack: Stack, orders: int) -> Drain:
         check=True,
     )
     broker = redis.Redis(port=stack.redis_port)
-    worker = stack.worker(*PRODUCTION_WORKERS[0], app="benchmarks.stock_app", **STOCK_ENV)
+    worker = stack.worker(*PRODUCTION_WORKERS[0], app="benchmarks.stock_app", BENCH_SHOP_TRANSPORT="1", **STOCK_ENV)
     try:
         deadline = time.monotonic() + 60 + orders
         while not broker.get(ticks.LAST):

@@ -1,6 +1,7 @@
 """tasks_admin/kombu_fixes.py on a real Redis: a channel closed after Celery 5.7 collected its
-connection keeps the worker alive and loses no message, and a message of that channel acknowledged
-afterwards (a task that ended after its worker reconnected) leaves Redis, without an error."""
+connection keeps the worker alive and loses no message, a message of that channel acknowledged
+afterwards (a task that ended after its worker reconnected) leaves Redis, without an error, and a
+channel publishes, records and acknowledges messages through one redis-py client, not one each."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,73 @@ def test_without_the_fix_the_acknowledgement_raises_attribute_error(redis_port: 
         kombu_fixes.apply()
     assert isinstance(raised, AttributeError), raised
     assert unacked == 1
+
+
+@pytest.fixture
+def clients_built(monkeypatch: pytest.MonkeyPatch) -> list[redis.Redis]:
+    """Every redis-py client built from now on."""
+    built: list[redis.Redis] = []
+    original = redis.Redis.__init__
+
+    def counted(self: redis.Redis, *args, **kwargs) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    return built
+
+
+def round_trip(port: int, messages: int) -> tuple[list[int], int, int]:
+    """`messages` published, consumed and acknowledged on one connection, as a worker does: the
+    numbers received, and the messages Redis still holds queued and unacknowledged."""
+    received: list[int] = []
+
+    def on_message(body: dict, message: Message) -> None:
+        received.append(body["n"])
+        message.ack()
+
+    with Connection(f"redis://127.0.0.1:{port}/0") as connection:
+        producer = connection.Producer()
+        for n in range(messages):
+            producer.publish({"n": n}, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
+        with Consumer(connection, [QUEUE], callbacks=[on_message], accept=["json"]):
+            while len(received) < messages:
+                connection.drain_events(timeout=5)
+    server = redis.Redis(port=port)
+    return received, server.llen(QUEUE.name), server.hlen("unacked")
+
+
+def test_a_channel_publishes_and_acknowledges_through_one_client(
+    redis_port: int, clients_built: list[redis.Redis]
+) -> None:
+    assert kombu_fixes.apply(), f"kombu {kombu.__version__}: check whether it still needs the fix, then list it"
+    received, queued, unacked = round_trip(redis_port, 20)
+    assert received == list(range(20)) and queued == 0 and unacked == 0, (received, queued, unacked)
+    # The channel's client for its commands and the one for its blocking reads (3 here, 85
+    # without the fix), whatever the number of messages.
+    assert len(clients_built) <= 4, f"{len(clients_built)} redis-py clients for 20 messages"
+
+
+def test_without_the_fix_each_operation_builds_a_client(redis_port: int, clients_built: list[redis.Redis]) -> None:
+    """kombu still builds a client per operation: drop the fix (and the versions) once this fails."""
+    kombu_fixes.apply(client_versions=frozenset())
+    try:
+        received, _, _ = round_trip(redis_port, 20)
+    finally:
+        kombu_fixes.apply()
+    assert received == list(range(20))
+    assert len(clients_built) >= 3 * 20, f"{len(clients_built)} clients: publish, unacked record and ack, each"
+
+
+def test_a_channel_with_a_new_pool_builds_a_client_on_it(redis_port: int) -> None:
+    """kombu drops a channel's pools when it closes it (`_disconnect_pools`); a later operation,
+    such as a late acknowledgement, must go through the new pool, not the one dropped."""
+    assert kombu_fixes.apply()
+    with Connection(f"redis://127.0.0.1:{redis_port}/0") as connection:
+        channel = connection.channel()
+        first = channel._create_client()
+        assert channel._create_client() is first
+        channel._disconnect_pools()
+        second = channel._create_client()
+        assert second is not first and second.connection_pool is channel.pool
+        assert second.ping()
