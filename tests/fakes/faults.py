@@ -25,7 +25,7 @@ from functools import wraps
 from importlib import import_module
 from pathlib import Path
 
-from celery import current_app, signals
+from celery import current_app, current_task, signals
 
 
 def _dir() -> Path:
@@ -76,8 +76,8 @@ def _kill_child(original):
 
         name = Order.objects.values_list("customer_name", flat=True).get(pk=order_id)
         if "POISON" in name or ("KILLONCE" in name and _claim(f"killed-{order_id}")):
-            with open(_dir() / f"kills-{order_id}", "a") as kills:
-                kills.write(f"{os.getpid()}\n")
+            with open(_dir() / f"kills-{order_id}", "a") as kills:  # the process, and the delivery's retry number
+                kills.write(f"{os.getpid()} {current_task.request.retries}\n")
             os.kill(os.getpid(), signal.SIGKILL)
         return original(order_id, *args, **kwargs)
 
