@@ -1,6 +1,7 @@
 """The task console's admin pages: who may see and do what, search, filters, the capped count."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from celery import states
@@ -184,6 +185,23 @@ def test_filters_by_state_and_queue(admin_client):
 
     response = admin_client.get(reverse(CHANGELIST), {"state": states.FAILURE, "queue": "notifications"})
     assert [r.pk for r in response.context["cl"].result_list] == [failed.pk]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Auckland"])
+def test_the_list_shows_todays_times_short_other_days_with_their_date_and_each_in_full_on_hover(
+    admin_client, settings, zone
+):
+    """In the time zone the staff read (a day's edge falls elsewhere in Auckland than in UTC)."""
+    settings.TIME_ZONE = zone
+    now = timezone.localtime()
+    today = now.replace(hour=0, minute=0, second=1, microsecond=250_000)
+    earlier = today - timedelta(days=3)
+    TaskRecord.objects.filter(pk=make_record(states.SUCCESS).pk).update(sent_at=today, finished_at=earlier)
+
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert f'<span title="{today.isoformat(sep=" ", timespec="milliseconds")}">00:00:01</span>' in html
+    assert f'<span title="{earlier.isoformat(sep=" ", timespec="milliseconds")}">{earlier:%b %d} 00:00</span>' in html
 
 
 def test_the_changelist_counts_at_most_the_cap(admin_client, monkeypatch):
