@@ -21,8 +21,15 @@ kombu_fixes.apply()
 
 # Every task inherits the retry policy and the revoke check (tasks_admin/base.py).
 app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")
-# Every Celery setting lives in settings/celery.py as CELERY_<NAME>.
-app.config_from_object("django.conf:settings", namespace="CELERY")
+# Every Celery setting lives in settings/celery.py as CELERY_<NAME>; Celery gets those alone, as a
+# dict, not Django's whole settings object. Celery reads its settings on every send and every task
+# (app.conf.<name>): through Django's lazy settings each read of a setting left at its default took
+# 13 µs (two failed attribute lookups, each raising), 4.7 µs from a dict; and Django's other
+# settings (SECRET_KEY among them) stay out of Celery's configuration and `celery inspect conf`
+# (celery/celery#5024). Proven by tests/unit/test_celery_app.py; the figures in docs/benchmarks.md.
+app.config_from_object(
+    {name: getattr(settings, name) for name in dir(settings) if name.startswith("CELERY_")}, namespace="CELERY"
+)
 app.autodiscover_tasks()
 # A worker that cannot reach the database stops taking tasks until it can (DB_GUARD_SECONDS).
 app.steps["consumer"].add(DatabaseGuard)
