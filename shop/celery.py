@@ -8,7 +8,7 @@ from celery.concurrency import get_implementation
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from django.conf import settings
 
-from tasks_admin import celery_fixes, kombu_fixes
+from tasks_admin import billiard_fixes, celery_fixes, kombu_fixes
 from tasks_admin.database_guard import DatabaseGuard
 
 from . import telemetry
@@ -18,6 +18,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 
 # A kombu bug the workers hit on a lost Redis connection, fixed on the versions that have it.
 kombu_fixes.apply()
+# A soft time limit signalled late lands outside the task it was for; dropped there, on the billiard
+# versions that raise it anyway.
+billiard_fixes.apply()
 
 # Every task inherits the retry policy and the revoke check (tasks_admin/base.py).
 app = Celery("shop", task_cls="tasks_admin.base:RetryingTask")

@@ -70,6 +70,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from . import writebehind
 from .models import ChordPart
+from .timelimits import soft_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ _running = threading.local()
 
 
 def set_write_deadline(task_id: str, task, **kw) -> None:
-    soft = (task.request.timelimit or (None, None))[1] or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    soft = soft_time_limit(task)
     # Leave the rest of the bookkeeping (each write then tried once) time to end before the soft limit does.
     _running.task = (task_id, time.monotonic() + soft - max(0.5, soft / 10)) if soft else None
 

@@ -5,7 +5,8 @@ and beat alike). Receivers run in the order they are connected below.
     publish      logcontext.carry                the log context (request id, order number) goes along
                  history.record_published       the task's record: queued (or a planned one sent on)
     worker up    history.restore_revoked         revokes made while the worker was away
-    prerun       logcontext.bind_task            the log context: task id and name, what was carried
+    prerun       billiard_fixes.task_started     the soft time limit may interrupt this process now
+                 logcontext.bind_task            the log context: task id and name, what was carried
                  writebehind.start_batching      from the process's first task, bookkeeping in batches
                  backend.set_write_deadline      result writes wait for the database only so long
                  history.record_started          started, on which worker (batched)
@@ -18,6 +19,7 @@ and beat alike). Receivers run in the order they are connected below.
                  backend.forget_write_deadline
                  close_old_connections           Django's end-of-request connection hygiene
                  logcontext.clear                nothing of this task in the process's next log lines
+                 billiard_fixes.task_ended       ... and no longer (a late one is dropped)
     exit         writebehind.flush_on_exit       the last batch, from a pool process or the worker
 """
 
@@ -26,7 +28,7 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import connections
 
-from . import backend, history, logcontext, writebehind
+from . import backend, billiard_fixes, history, logcontext, writebehind
 from .base import RetryingTask
 
 
@@ -57,6 +59,7 @@ _connect(signals.before_task_publish, logcontext.carry, history.record_published
 _connect(signals.worker_ready, history.restore_revoked)
 _connect(
     signals.task_prerun,
+    billiard_fixes.task_started,
     logcontext.bind_task,
     writebehind.start_batching,
     backend.set_write_deadline,
@@ -71,6 +74,7 @@ _connect(
     backend.forget_write_deadline,
     close_old_connections,
     logcontext.clear,
+    billiard_fixes.task_ended,
 )
 _connect(signals.worker_process_shutdown, writebehind.flush_on_exit)
 _connect(signals.worker_shutdown, writebehind.flush_on_exit)

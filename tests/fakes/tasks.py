@@ -42,6 +42,14 @@ def sleep_for(seconds: float) -> float:
     return seconds
 
 
+@shared_task
+def sleep_marked(tag: str, seconds: float) -> float:
+    """Writes when it began (wall-clock, to FAKE_TASKS_DIR/began-<tag>), then sleeps."""
+    (_dir() / f"began-{tag}").write_text(str(time.time()))
+    time.sleep(seconds)
+    return seconds
+
+
 @shared_task(bind=True)
 def hold_until_released(self, tag: str) -> int:
     """Records each run (read them with `runs`), then returns only once FAKE_TASKS_DIR/release-<tag> exists."""
