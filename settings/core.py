@@ -51,10 +51,10 @@ MIDDLEWARE = [
 ROOT_URLCONF = "shop.urls"
 WSGI_APPLICATION = "shop.wsgi.application"
 
-# Form widgets (the task list's row checkboxes above all: 50 a page) render from Django's own
-# Jinja2 form templates, compiled to Python, in half the time of its Django-language ones
-# (41 against 84 µs a checkbox); every other template, the admin's widget templates included,
-# is the Django language's. The Jinja2 engine comes first, where the form renderer looks for
+# Form widgets (the storefront's and the admin's forms) render from Django's own Jinja2 form
+# templates, compiled to Python, in half the time of its Django-language ones (41 against 84 µs
+# a checkbox); every other template, the admin's widget templates included, is the Django
+# language's. The Jinja2 engine comes first, where the form renderer looks for
 # widget templates, and holds nothing else.
 FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 TEMPLATES = [

@@ -1,19 +1,43 @@
 """What the project's admins share, on Django's public API: read-only admins and inlines for the
 rows the system writes, admin views that change something (POST only, with a permission of their
-own), and bulk actions that are refused, not ignored, when the user may not run them.
+own), bulk actions that are refused, not ignored, when the user may not run them, and the URLs of
+a list's rows at the price of a replace.
 """
 
 from collections.abc import Callable
+from functools import cache
+from urllib.parse import quote
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 from django.views.decorators.http import require_POST
 
 View = Callable[..., HttpResponse]
 CONSOLE_CSS = "tasks_admin/console.css"
+_PK = "__pk__"  # stands for the object's key in a reversed URL: a path segment no key is quoted to
+_PK_SAFE = RFC3986_SUBDELIMS + "/~:@"  # what reverse() leaves unquoted in a path
+
+
+def pk_url(viewname: str, pk: object) -> str:
+    """reverse(viewname, args=[pk]) for a URL whose one argument is an object's key, at the price
+    of a replace: a list reverses two or three such URLs a row, 20 µs each, and the row is the
+    admin's cost over a million tasks (docs/benchmarks.md, "The task list's cells"). Raises
+    NoReverseMatch as reverse() does (tests/unit/test_pk_url.py)."""
+    template = _pk_url_template(viewname, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+    return template.replace(_PK, quote(str(pk), safe=_PK_SAFE))
+
+
+@cache
+def _pk_url_template(viewname: str, prefix: str, urlconf: str) -> str:
+    """The URL with _PK for the key, for a script prefix and URLconf (both part of what reverse()
+    returns: a deployment under a path, a test's ROOT_URLCONF)."""
+    return reverse(viewname, urlconf=urlconf, args=[_PK])
 
 
 class ReadOnlyAdminMixin:

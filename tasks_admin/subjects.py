@@ -13,8 +13,9 @@ from celery import current_app
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db.models import Model, Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch
 
+from .adminkit import pk_url
 from .models import TaskRecord, subject_key
 
 
@@ -95,6 +96,6 @@ def admin_url(subject: Model) -> str:
     """The subject's page in the admin, if it has one."""
     meta = subject._meta
     try:
-        return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[subject.pk])
+        return pk_url(f"admin:{meta.app_label}_{meta.model_name}_change", subject.pk)
     except NoReverseMatch:
         return ""
