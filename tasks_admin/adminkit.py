@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 View = Callable[..., HttpResponse]
 CONSOLE_CSS = "tasks_admin/console.css"
-_PK = "__pk__"  # stands for the object's key in a reversed URL: a path segment no key is quoted to
+_PK = "__pk__"  # the key's place in a reversed URL (no URL name or prefix of the project holds it)
 _PK_SAFE = RFC3986_SUBDELIMS + "/~:@"  # what reverse() leaves unquoted in a path
 
 
