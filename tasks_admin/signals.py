@@ -5,6 +5,8 @@ and beat alike). Receivers run in the order they are connected below.
     publish      logcontext.carry                the log context (request id, order number) goes along
                  history.record_published       the task's record: queued (or a planned one sent on)
     worker up    history.restore_revoked         revokes made while the worker was away
+                 gcfreeze.freeze_start_up_objects  ... and its start-up objects left out of the GC
+    pool process gcfreeze.freeze_start_up_objects  the same in each prefork pool process, after the fork
     prerun       billiard_fixes.task_started     the soft time limit may interrupt this process now
                  logcontext.bind_task            the log context: task id and name, what was carried
                  writebehind.start_batching      from the process's first task, bookkeeping in batches
@@ -28,7 +30,7 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import connections
 
-from . import backend, billiard_fixes, history, logcontext, writebehind
+from . import backend, billiard_fixes, gcfreeze, history, logcontext, writebehind
 from .base import RetryingTask
 
 
@@ -56,7 +58,8 @@ def _connect(signal, *receivers) -> None:
 
 
 _connect(signals.before_task_publish, logcontext.carry, history.record_published)
-_connect(signals.worker_ready, history.restore_revoked)
+_connect(signals.worker_ready, history.restore_revoked, gcfreeze.freeze_start_up_objects)
+_connect(signals.worker_process_init, gcfreeze.freeze_start_up_objects)
 _connect(
     signals.task_prerun,
     billiard_fixes.task_started,

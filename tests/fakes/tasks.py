@@ -3,6 +3,7 @@
 They write what they received to FAKE_TASKS_DIR, so a test can compare it with what it sent.
 """
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -76,3 +77,11 @@ def retry_with_countdown(self, tag: str, countdown: float, retries: int) -> int:
     if self.request.retries < retries:
         raise self.retry(countdown=countdown)
     return self.request.retries
+
+
+@shared_task
+def count_frozen_objects(tag: str) -> int:
+    """Writes how many objects its process has frozen out of the garbage collector (tasks_admin/gcfreeze.py)."""
+    count = gc.get_freeze_count()
+    (_dir() / f"frozen-{tag}").write_text(str(count))
+    return count

@@ -1,0 +1,45 @@
+"""tasks_admin/gcfreeze.py in real workers: the process that runs a task, a prefork pool process
+or a threads worker's own, has its start-up objects frozen out of the garbage collector, so a full
+collection no longer walks them in the middle of a task."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import processes
+from tests.fakes.tasks import count_frozen_objects
+from tests.processes import WorkerProcess
+
+# A worker process starts with over 120,000 objects (Django, Celery, kombu, the apps); a process
+# that froze nothing reports 0.
+AT_LEAST = 50_000
+
+
+@pytest.fixture(params=["prefork", "threads"])
+def pool_worker(
+    request, transactional_db, broker_url, fake_tasks_dir, tmp_path: Path
+) -> Iterator[tuple[str, WorkerProcess]]:
+    queue = f"gc-freeze-{request.param}"
+    env = {
+        "DATABASE_URL": processes.test_database_url(),
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_EXTRA_IMPORTS": "tests.fakes.tasks",
+        "FAKE_TASKS_DIR": str(fake_tasks_dir),
+    }
+    args = ("--pool", request.param, "--concurrency", "1", "--queues", queue, "--hostname", f"{queue}@%h")
+    worker = WorkerProcess(env, tmp_path / "worker.log", args=args).start()
+    yield queue, worker
+    worker.stop()
+
+
+def test_a_task_runs_with_its_process_start_up_objects_frozen(pool_worker, fake_tasks_dir: Path) -> None:
+    queue, worker = pool_worker
+    count_frozen_objects.apply_async((queue,), queue=queue)
+    path = fake_tasks_dir / f"frozen-{queue}"
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, "the task did not run within 30 s:\n" + worker.log()[-3000:]
+        time.sleep(0.05)
+    assert int(path.read_text()) >= AT_LEAST
