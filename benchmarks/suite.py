@@ -10,6 +10,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -184,21 +185,21 @@ def _history_size(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
     """Order throughput, and p95 latency at half of it, on an empty history and again with
     `history_rows` rows in the task history and the results tables: the hot path must not pay
     for history (indexes, the console's queries)."""
-    measured = []  # per history size: (each round's orders/s, each round's p95)
-    for label in ("empty", f"{sizes.history_rows:,} rows"):
-        if measured:
-            log(f"History size: loading {sizes.history_rows:,} task history and result rows ...")
-            workflow.load_history(sizes.history_rows, log)
-        rates, p95s = [], []
-        for round_ in range(1, sizes.throughput_rounds + 1):
+    log(f"History size: loading {sizes.history_rows:,} task history and result rows ...")
+    workflow.load_history(sizes.history_rows, log)
+    loaded = f"{sizes.history_rows:,} rows"
+    measured: dict[str, tuple[list[float], list[float]]] = {"empty": ([], []), loaded: ([], [])}
+    for round_ in range(1, sizes.throughput_rounds + 1):
+        # Alternately empty first and loaded first: a machine slowing down weighs on both alike.
+        for label in ("empty", loaded) if round_ % 2 else (loaded, "empty"):
             log(f"History size ({label}), round {round_}: {sizes.orders} orders, then latency ...")
-            drain = workflow.shop_throughput(stack, sizes.orders)
-            latency = workflow.shop_latency(stack, drain.per_second / 2, sizes.latency_seconds)
+            with workflow.loaded_history() if label == loaded else nullcontext():
+                drain = workflow.shop_throughput(stack, sizes.orders)
+                latency = workflow.shop_latency(stack, drain.per_second / 2, sizes.latency_seconds)
             log(f"  {drain.per_second:.1f} orders/s, p95 {latency['p95'] * 1000:.0f} ms.")
-            rates.append(drain.per_second)
-            p95s.append(latency["p95"])
-        measured.append((rates, p95s))
-    (empty_rates, empty_p95s), (full_rates, full_p95s) = measured
+            measured[label][0].append(drain.per_second)
+            measured[label][1].append(latency["p95"])
+    (empty_rates, empty_p95s), (full_rates, full_p95s) = measured["empty"], measured[loaded]
     rows = f"{sizes.history_rows:,} history rows"
     return [
         Figure(

@@ -13,14 +13,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import redis
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Max, Min
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -143,14 +144,42 @@ def _reset() -> None:
     Order.objects.filter(created_at__gte=_kept_before).delete()
 
 
+HISTORY_TABLES = (TaskRecord._meta.db_table, TaskResult._meta.db_table)
+
+
 def load_history(rows: int, log: Log) -> None:
-    """Replace the task history and results with `rows` of each (admin_data.py's, over 30 days),
-    kept from now on by every measurement's reset."""
+    """Fill the task history and results with `rows` of each (admin_data.py's, over 30 days), then
+    set them aside behind empty twins of the same tables: `loaded_history()` puts them in place for a
+    measurement, so the history part can alternate its rounds without reloading a million rows."""
     global _kept_before
     TaskRecord.objects.all().delete()
     _reset()
     admin_data.load(rows, log)
     _kept_before = timezone.now()
+    with connection.cursor() as cursor:
+        for table in HISTORY_TABLES:
+            cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_loaded")
+            cursor.execute(f"CREATE TABLE {table} (LIKE {table}_loaded INCLUDING ALL)")
+
+
+@contextmanager
+def loaded_history() -> Iterator[None]:
+    """The loaded history in place of the empty tables (renames, in one transaction each way; the
+    workers run only inside). The twins have the same columns, defaults and indexes (LIKE ...
+    INCLUDING ALL); foreign keys stay with the loaded tables, and no measurement writes one."""
+    _swap_history()
+    try:
+        yield
+    finally:
+        _swap_history()
+
+
+def _swap_history() -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table in HISTORY_TABLES:
+            cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_swap")
+            cursor.execute(f"ALTER TABLE {table}_loaded RENAME TO {table}")
+            cursor.execute(f"ALTER TABLE {table}_swap RENAME TO {table}_loaded")
 
 
 def shop_throughput(
