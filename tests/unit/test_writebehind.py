@@ -2,17 +2,22 @@
 ordered with the rows written at once, kept through a database error."""
 
 import os
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 from celery import states
-from django.db import OperationalError, connection
+from django.db import DataError, OperationalError, connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orders.checkout import Customer, place_order
 from orders.models import WorkflowStep
 from tasks_admin import writebehind
-from tasks_admin.models import TaskRecord
+from tasks_admin.models import PLANNED, TaskRecord
 from tests.factories import GOOD_CARD, make_product
 
 pytestmark = pytest.mark.django_db
@@ -52,6 +57,80 @@ def test_many_rows_are_written_in_one_update_with_additive_columns_added():
     a.refresh_from_db(), b.refresh_from_db()
     assert (a.state, a.attempts, a.started_at) == (states.SUCCESS, 2, started)
     assert (b.state, b.attempts, b.started_at) == (states.PENDING, 7, None)  # untouched columns stay
+
+
+# What a batch may set on a task's record: values, NULLs and blanks among them.
+FIELDS = {
+    "state": st.sampled_from([states.STARTED, states.SUCCESS, states.FAILURE]),
+    "worker": st.sampled_from(["", "celery@a", "celery@b"]),
+    "finished_at": st.none() | st.datetimes(timezones=st.just(UTC)).map(lambda at: at.replace(microsecond=0)),
+    "runtime": st.none() | st.floats(0, 1e6),
+    "attempts": st.integers(0, 3),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.fixed_dictionaries({}, optional=FIELDS).filter(bool), min_size=1, max_size=12))
+def test_a_batch_writes_what_the_orm_would_row_by_row(batch):
+    """Each row sets only its own fields (NULLs and blanks included) and leaves the rest alone,
+    whatever the other rows of the batch set; attempts add up."""
+    run = uuid.uuid4().hex
+    started = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    ours, orms = {}, {}
+    for n, fields in enumerate(batch):
+        for side, keys in (("ours", ours), ("orm", orms)):
+            key = f"{run}-{side}-{n}"
+            record(key, worker="celery@old", finished_at=started, runtime=1.5, attempts=1)
+            keys[key] = fields
+
+    assert writebehind.update_rows(TaskRecord, ("task_id",), ours, additive=("attempts",)) == len(batch)
+    for key, fields in orms.items():
+        TaskRecord.objects.filter(task_id=key).update(
+            **{name: F("attempts") + value if name == "attempts" else value for name, value in fields.items()}
+        )
+
+    def stored(keys):
+        return list(TaskRecord.objects.filter(task_id__in=keys).order_by("id").values(*FIELDS))
+
+    assert stored(ours) == stored(orms)
+
+
+def test_a_value_too_long_for_its_column_is_treated_as_the_orm_treats_it():
+    """Refused on PostgreSQL (and the batch written row by row by the flusher), stored on SQLite,
+    which does not check lengths: never cut short."""
+    record("long-ours"), record("long-orm")
+    worker = "celery@" + "x" * 300
+
+    def outcome(task_id, write):
+        try:
+            with transaction.atomic():
+                write()
+        except DataError:
+            return "refused"
+        return TaskRecord.objects.get(task_id=task_id).worker
+
+    ours = outcome(
+        "long-ours", lambda: writebehind.update_rows(TaskRecord, ("task_id",), {"long-ours": {"worker": worker}})
+    )
+    orm = outcome("long-orm", lambda: TaskRecord.objects.filter(task_id="long-orm").update(worker=worker))
+    assert ours == orm and ours in ("refused", worker)
+
+
+def test_rows_that_do_not_hold_the_required_values_are_left_alone():
+    record("planned", state=PLANNED), record("started", state=states.STARTED)
+
+    matched = writebehind.update_rows(
+        TaskRecord,
+        ("task_id",),
+        {"planned": {"state": states.PENDING}, "started": {"state": states.PENDING}},
+        only_if={"state": PLANNED},
+    )
+
+    assert matched == 1
+    assert dict(TaskRecord.objects.values_list("task_id", "state")) == {
+        "planned": states.PENDING,
+        "started": states.STARTED,
+    }
 
 
 def test_rows_keyed_on_several_columns_are_updated_by_their_whole_key():
