@@ -75,12 +75,12 @@ def test_a_batch_writes_what_the_orm_would_row_by_row(batch):
     """Each row sets only its own fields (NULLs and blanks included) and leaves the rest alone,
     whatever the other rows of the batch set; attempts add up."""
     run = uuid.uuid4().hex
-    started = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    finished = datetime(2026, 12, 6, 12, tzinfo=UTC)
     ours, orms = {}, {}
     for n, fields in enumerate(batch):
         for side, keys in (("ours", ours), ("orm", orms)):
             key = f"{run}-{side}-{n}"
-            record(key, worker="celery@old", finished_at=started, runtime=1.5, attempts=1)
+            record(key, worker="celery@old", finished_at=finished, runtime=1.5, attempts=1)
             keys[key] = fields
 
     assert writebehind.update_rows(TaskRecord, ("task_id",), ours, additive=("attempts",)) == len(batch)
