@@ -6,8 +6,9 @@ Celery's default (prefork with one process per core, prefetch 4, early acknowled
 
 `python -m benchmarks.stock_app COUNT [RATE]` sends COUNT canvases (RATE a second, or all
 at once) and prints, as JSON, each one's callback task id and when it was sent;
-`python -m benchmarks.stock_app ticks COUNT` queues COUNT no-op tasks with results ignored
-(the broker-bound ceiling). With BENCH_SHOP_TRANSPORT set (the ceiling's worker), kombu runs with the
+`python -m benchmarks.stock_app ticks ORDERS QUEUE,QUEUE,...` queues, for each of ORDERS orders, a
+no-op task with its result ignored on each of the queues listed, one per task of an order (the
+broker-bound ceiling). With BENCH_SHOP_TRANSPORT set (the ceiling's workers), kombu runs with the
 shop's fixes (tasks_admin/kombu_fixes.py), so that the ceiling's broker path is the shop's own.
 """
 
@@ -56,13 +57,17 @@ def _redis():
     return redis.Redis.from_url(app.conf.broker_url)
 
 
-def send_ticks(count: int) -> None:
-    """`count` ceiling no-ops, queued at once (a worker drains them: benchmarks/workflow.py)."""
+def send_ticks(orders: int, queues: list[str]) -> None:
+    """The ceiling's no-ops for `orders` orders, queued at once: one on each of `queues` an order,
+    each task of an order on the queue the shop routes it to (workers drain them:
+    benchmarks/workflow.py)."""
     broker = _redis()
     broker.delete(ticks.COUNT, ticks.FIRST, ticks.LAST)
+    total = orders * len(queues)
     with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            tick.apply_async((count,), producer=producer)
+        for _ in range(orders):
+            for queue in queues:
+                tick.apply_async((total,), producer=producer, queue=queue)
 
 
 def canvas(order_id: str, callback_id: str) -> Signature:
@@ -88,6 +93,6 @@ def send(count: int, rate: float | None = None) -> list[tuple[str, float]]:
 if __name__ == "__main__":
     django.setup()
     if sys.argv[1] == "ticks":
-        send_ticks(int(sys.argv[2]))
+        send_ticks(int(sys.argv[2]), sys.argv[3].split(","))
     else:
         print(json.dumps(send(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None)))

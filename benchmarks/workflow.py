@@ -27,8 +27,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_celery_results.models import ChordCounter, TaskResult
 
+from orders import workflow as order_workflow
 from orders.checkout import Customer, place_order
 from orders.models import Order, WorkflowStep
+from shop.celery import app as celery_app
 from shop.models import Category, Product
 from tasks_admin.models import TaskRecord
 
@@ -48,7 +50,6 @@ PRODUCTION_WORKERS = (
 PROVIDERS = {"PAYMENT_DEMO_LATENCY": "0", "SMS_PROVIDER": "file"}
 STOCK_ENV = {"DJANGO_SETTINGS_MODULE": "benchmarks.stock_settings"}
 SKU = "BENCH"
-TASKS_PER_ORDER = 6  # charge, shipment, sales, confirmation, e-mail, SMS
 # How often the harness asks whether a drain is done. Drains and latencies are timed from the rows'
 # own timestamps, not from this; asked every 0.2 s, its queries over 1,500 ids took 17-18 % of a
 # core from the workers under test (top during a drain, 2026-12-04).
@@ -265,18 +266,26 @@ def stock_latency(stack: Stack, rate: float, seconds: float) -> dict[str, float]
     return percentiles([done[callback].timestamp() - at for callback, at in sent])
 
 
+def order_queues() -> list[str]:
+    """The queue of each of an order's six tasks (charge, shipment, sales, confirmation, e-mail,
+    SMS), as the shop routes them: four to the orders worker, two to the notifications worker."""
+    steps = (*order_workflow.STEPS, *order_workflow.MESSAGES)
+    return [celery_app.amqp.router.route({}, order_workflow.task_name(step))["queue"].name for step in steps]
+
+
 def ceiling(stack: Stack, orders: int) -> Drain:
-    """The broker-bound ceiling: six no-op tasks an order, results ignored, queued at once and
-    drained by the stock app on the production layout's prefork worker, with the shop's kombu
-    (benchmarks/stock_app.py: tick, BENCH_SHOP_TRANSPORT); orders ÷ (last run − first run)."""
+    """The broker-bound ceiling: six no-op tasks an order, results ignored, each on the queue the
+    shop routes that task to, queued at once and drained by the stock app on the production
+    layout (both workers), with the shop's kombu (benchmarks/stock_app.py: tick,
+    BENCH_SHOP_TRANSPORT); orders ÷ (last run − first run)."""
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.stock_app", "ticks", str(orders * TASKS_PER_ORDER)],
+        [sys.executable, "-m", "benchmarks.stock_app", "ticks", str(orders), ",".join(order_queues())],
         cwd=ROOT,
         env=stack.env(**STOCK_ENV),
         check=True,
     )
     broker = redis.Redis(port=stack.redis_port)
-    worker = stack.worker(*PRODUCTION_WORKERS[0], app="benchmarks.stock_app", BENCH_SHOP_TRANSPORT="1", **STOCK_ENV)
+    workers = stack.workers(PRODUCTION_WORKERS, app="benchmarks.stock_app", BENCH_SHOP_TRANSPORT="1", **STOCK_ENV)
     try:
         deadline = time.monotonic() + 60 + orders
         while not broker.get(ticks.LAST):
@@ -284,7 +293,7 @@ def ceiling(stack: Stack, orders: int) -> Drain:
                 raise BenchmarkError(f"The ceiling's no-op tasks not done after {60 + orders} s.")
             time.sleep(POLL_SECONDS)
     finally:
-        stack.stop(worker)
+        stack.stop(*workers)
     first, last = (float(broker.get(key)) for key in (ticks.FIRST, ticks.LAST))
     return Drain(orders, last - first)
 
