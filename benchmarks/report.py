@@ -109,12 +109,25 @@ def write_json(path: Path, figures: list[Figure], machine: dict) -> None:
 
 
 def write_chart(path: Path, figures: list[Figure], machine: dict) -> None:
-    """Each figure as a pair of bars, ours and its baseline, scaled to the larger of the two."""
+    """Each figure as a pair of bars, ours and its baseline, scaled to the larger of the two, under
+    its label (a long label never runs into the bars), the chart as wide as its longest value
+    (test_the_chart_keeps_long_labels_off_the_bars_and_long_values_inside_its_width)."""
     paired = [figure for figure in figures if figure.baseline]
-    row, label_width, bar_width = 46, 330, 420
+    values = [  # ours and the baseline: each value with its text
+        [
+            (figure.value, _spread(figure.value, figure.rounds, figure.unit)),
+            (figure.baseline, _spread(figure.baseline, figure.baseline_rounds, figure.unit)),
+        ]
+        for figure in paired
+    ]
+    row, left, bar_width, char_width = 56, 10, 420, 7  # about 7 px a character of 12 px sans-serif
+    described = html.escape(", ".join(f"{key} {value}" for key, value in machine.items()))
+    text_width = max((len(text) for pair in values for _, text in pair), default=0) * char_width
+    lines = [f"{figure.group}: {figure.name}" for figure in paired] + [described]
+    width = left + max(bar_width + 5 + text_width, max(len(line) for line in lines) * char_width) + left
     height = 70 + row * len(paired) + 40
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + bar_width + 160}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
         '<rect width="100%" height="100%" fill="white"/>',
         '<text x="10" y="22" font-size="15" font-weight="bold">Celery shop: each figure next to its baseline '
@@ -122,20 +135,17 @@ def write_chart(path: Path, figures: list[Figure], machine: dict) -> None:
         '<rect x="10" y="34" width="12" height="10" fill="#2f6fb0"/><text x="27" y="43">ours</text>',
         '<rect x="70" y="34" width="12" height="10" fill="#c4c4c4"/><text x="87" y="43">baseline</text>',
     ]
-    for index, figure in enumerate(paired):
-        y = 62 + index * row
+    for index, (figure, pair) in enumerate(zip(paired, values, strict=True)):
+        y = 66 + index * row
+        parts.append(f'<text x="{left}" y="{y}">{html.escape(f"{figure.group}: {figure.name}")}</text>')
         top = max(figure.value, figure.baseline) or 1
-        bars = ((figure.value, figure.rounds, "#2f6fb0"), (figure.baseline, figure.baseline_rounds, "#c4c4c4"))
-        for offset, (value, rounds, colour) in enumerate(bars):
-            width = max(1.0, bar_width * value / top)
+        for offset, ((value, text), colour) in enumerate(zip(pair, ("#2f6fb0", "#c4c4c4"), strict=True)):
+            bar = max(1.0, bar_width * value / top)
+            bar_y = y + 6 + offset * 17
             parts.append(
-                f'<rect x="{label_width}" y="{y + offset * 17}" width="{width:.1f}" height="14" fill="{colour}"/>'
-                f'<text x="{label_width + width + 5:.1f}" y="{y + offset * 17 + 11}">'
-                f"{html.escape(_spread(value, rounds, figure.unit))}</text>"
+                f'<rect x="{left}" y="{bar_y}" width="{bar:.1f}" height="14" fill="{colour}"/>'
+                f'<text x="{left + bar + 5:.1f}" y="{bar_y + 11}">{html.escape(text)}</text>'
             )
-        label = html.escape(f"{figure.group}: {figure.name}")
-        parts.append(f'<text x="10" y="{y + 20}">{label}</text>')
-    described = html.escape(", ".join(f"{key} {value}" for key, value in machine.items()))
     parts.append(f'<text x="10" y="{height - 14}" fill="#555">{described}</text>')
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -72,3 +72,30 @@ def test_a_figure_of_several_rounds_shows_their_median_with_the_min_and_max_ever
     saved = json.loads((tmp_path / "bench.json").read_text())["figures"][0]
     assert (saved["rounds"], saved["baseline_rounds"]) == ([65.0, 70.0, 80.0], [35.0])
     assert "(65.0 /s–80.0 /s)" in (tmp_path / "bench.svg").read_text()
+
+
+def test_the_chart_keeps_long_labels_off_the_bars_and_long_values_inside_its_width(tmp_path):
+    """The chart of 2026-12-06 ran long labels into their bars and cut off values with wide spreads."""
+    long = Figure(
+        "database",
+        "write transactions per order workflow, the demo payment provider's ledger left out",
+        356.2,
+        46.1,
+        "ms",
+        "stock",
+        rounds=(614.5, 356.2, 50.3),
+        baseline_rounds=(44.8, 46.1, 58.5),
+    )
+    path = tmp_path / "bench.svg"
+
+    write_chart(path, [long, FIGURES[0]], MACHINE)
+
+    ns = "{http://www.w3.org/2000/svg}"
+    svg = ET.parse(path).getroot()
+    width = float(svg.get("width"))
+    texts = {text.text: text for text in svg.iter(f"{ns}text")}
+    bars = [rect for rect in svg.iter(f"{ns}rect") if rect.get("height") == "14"]
+    label = texts[f"database: {long.name}"]
+    assert float(label.get("y")) <= float(bars[0].get("y"))  # above its bars, not across them
+    value = texts["356.2 ms (50.3 ms–614.5 ms)"]
+    assert float(value.get("x")) + 7 * len(value.text) <= width  # 7 px a character of 12 px sans-serif
