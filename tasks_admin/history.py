@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_OF_HEADER = "shop_retry_of"
 # Set on a task whose TaskRecord its sender wrote already (orders/workflow.py): publishing it
-# writes nothing.
+# writes nothing, or only marks a waiting task queued.
 RECORDED_HEADER = "shop_recorded"
 # Why a revoked task that reached a worker anyway did not run (tasks_admin/base.py).
 REVOKED_BY_STAFF = "revoked by staff before it ran"
@@ -85,7 +85,8 @@ class PlannedTask:
 def record_planned(tasks: Iterable[PlannedTask]) -> None:
     """Record a canvas's tasks in the caller's transaction, with the routing they will be sent
     with: the first as queued, the rest as waiting until a worker sends them on. Send them with
-    RECORDED_HEADER: publishing one then only marks it queued, in the sender's next batch."""
+    RECORDED_HEADER: publishing the first then writes nothing, and publishing a waiting one
+    only marks it queued, in the sender's next batch."""
     now = timezone.now()
     records = []
     for task in tasks:
@@ -168,7 +169,10 @@ def record_published(sender: str, body, exchange: str, routing_key: str, headers
     args, kwargs, embed = body
     task_id, retries = headers["id"], headers.get("retries") or 0
     if headers.get(RECORDED_HEADER) and not retries:
-        _published.put(task_id, state=states.PENDING, sent_at=timezone.now())
+        # Its sender recorded the first task of a canvas as queued (record_planned): nothing to
+        # add (test_checkout.py::test_sending_the_workflow_writes_nothing_more_to_the_task_history).
+        if headers.get("root_id") != task_id:
+            _published.put(task_id, state=states.PENDING, sent_at=timezone.now())
         return
     declare = kw.get("declare") or []
     queue = declare[0].name if declare else routing_key

@@ -3,9 +3,10 @@
 from decimal import Decimal
 
 import pytest
-from celery import states
-from django.db import IntegrityError, transaction
+from celery import current_app, states
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django_celery_results.models import ChordCounter
 
 from notifications.models import Notification
@@ -293,6 +294,20 @@ def test_place_order_sends_the_workflow_once_after_commit(django_capture_on_comm
         place([(mug.sku, 1)])
 
     assert len(callbacks) == 1
+
+
+def test_sending_the_workflow_writes_nothing_more_to_the_task_history(monkeypatch, django_capture_on_commit_callbacks):
+    # The checkout's transaction recorded the charge as queued: its publish has nothing to add
+    # (it used to send an UPDATE that could match no row, one more statement per checkout).
+    with current_app.connection_for_write("memory://") as broker:
+        monkeypatch.setattr(workflow, "publish", lambda order, canvas: canvas.apply_async(connection=broker))
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            order = place([(make_product().sku, 1)])
+        with CaptureQueriesContext(connection) as queries:
+            callbacks[0]()
+
+    assert [query["sql"] for query in queries.captured_queries] == []
+    assert TaskRecord.objects.about(order).get(task_name="orders.tasks.charge_payment").state == states.PENDING
 
 
 def test_the_database_refuses_negative_stock():
