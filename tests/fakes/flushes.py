@@ -4,7 +4,10 @@ workers with CELERY_EXTRA_IMPORTS=tests.fakes.flushes. Nothing here runs in the 
 Each write of tasks_admin/writebehind.py's batches leaves FAULT_DIR/flushed-<pid> holding the
 wall-clock time it began: once that is later than the moment a test saw its orders final,
 every record the process held then is in the database, and the test need not guess how long
-the batches take.
+the batches take. The marker exists from the process's first task on, when it starts batching,
+not from its first write: a pool process whose first task was an order's last would otherwise
+go unwaited for until its flusher first woke (test_chord_duplicates.py read a confirmation's
+start before it was written, in CI on 2026-12-06).
 """
 
 import os
@@ -12,14 +15,28 @@ import time
 from functools import wraps
 from pathlib import Path
 
+from celery import signals
+
 from tasks_admin import writebehind
 
 _flush = writebehind.flush
 
 
+def _marker() -> Path:
+    return Path(os.environ["FAULT_DIR"]) / f"flushed-{os.getpid()}"
+
+
+@signals.task_prerun.connect(weak=False)
+def _batching_begins(**kwargs) -> None:
+    """Connected after the shop's own receivers, so it runs once a first task has started the
+    process's batching (writebehind.start_batching)."""
+    if writebehind._batching() and not _marker().exists():  # wait for this process from now on
+        _tell(_marker(), 0.0)
+
+
 @wraps(_flush)
 def _flush_and_tell() -> None:
-    marker = Path(os.environ["FAULT_DIR"]) / f"flushed-{os.getpid()}"
+    marker = _marker()
     if not marker.exists():  # before anything this process batched is written: wait for it from now on
         _tell(marker, 0.0)
     began = time.time()
