@@ -20,6 +20,7 @@ from celery import signals
 from tasks_admin import writebehind
 
 _flush = writebehind.flush
+_waited_for: set[int] = set()  # the pids whose marker exists (a forked pool process has its own)
 
 
 def _marker() -> Path:
@@ -30,18 +31,24 @@ def _marker() -> Path:
 def _batching_begins(**kwargs) -> None:
     """Connected after the shop's own receivers, so it runs once a first task has started the
     process's batching (writebehind.start_batching)."""
-    if writebehind._batching() and not _marker().exists():  # wait for this process from now on
-        _tell(_marker(), 0.0)
+    if writebehind._batching():
+        _wait_for_me()
 
 
 @wraps(_flush)
 def _flush_and_tell() -> None:
-    marker = _marker()
-    if not marker.exists():  # before anything this process batched is written: wait for it from now on
-        _tell(marker, 0.0)
+    _wait_for_me()  # before anything this process batched is written
     began = time.time()
     _flush()
-    _tell(marker, began)
+    _tell(_marker(), began)
+
+
+def _wait_for_me() -> None:
+    """From now on, tests wait for this process's writes: its marker exists (0.0: nothing written yet)."""
+    if os.getpid() not in _waited_for:
+        if not _marker().exists():
+            _tell(_marker(), 0.0)
+        _waited_for.add(os.getpid())
 
 
 def _tell(marker: Path, began: float) -> None:
