@@ -44,7 +44,7 @@ class Sizes:
 
 
 FULL = Sizes(1500, 30, 200, 200, 8, 10_000, 100, 1_000_000, 7, 600, 3, 1_000_000)
-QUICK = Sizes(120, 4, 40, 40, 2, 10_000, 30, 10_000, 3, 0, 1, 0)  # no scaling, no history size: CI's 2 minutes
+QUICK = Sizes(100, 3, 30, 40, 2, 10_000, 20, 10_000, 3, 0, 1, 0)  # no scaling, no history size: CI's 2 minutes
 PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
 CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the order throughput
 
