@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 Rows = dict[Hashable, dict[str, Any]]
 MAX_PENDING_ROWS = 50_000  # per table; past it (a long database outage) the oldest records are dropped
+RUN_AGAIN = ("40P01", "40001")  # PostgreSQL's deadlock_detected and serialization_failure: retry the transaction
+RETRIES_AFTER_DEADLOCK = 2
 
 # _lock guards the pending rows (held for a dict operation); _write_lock orders the flusher's
 # batches with the rows written at once, so that a late batch never overwrites them.
@@ -165,10 +167,7 @@ def flush() -> None:
         if not batches:
             return
         try:
-            # The flusher thread has no transaction of its own; one batch needs none either.
-            with transaction.atomic() if len(batches) > 1 else nullcontext():
-                for table, rows in batches:
-                    table.write(rows)
+            _write_together(batches)
             return
         except (OperationalError, InterfaceError) as exc:  # the database is away: later
             logger.warning("Could not write %d batches of records (retried shortly): %s", len(batches), exc)
@@ -183,6 +182,24 @@ def flush() -> None:
             logger.exception("Could not write a flush of %d batches; writing them table by table", len(batches))
         for table, rows in batches:
             _write_table(table, rows)
+
+
+def _write_together(batches: list[tuple["Table", Rows]]) -> None:
+    """One transaction, run again if PostgreSQL aborted it to break a deadlock: two processes'
+    flushes cross on the same task records whenever one records the run of a task the other
+    records having sent, and the aborted one would otherwise wait for the next flush
+    (tests/integration/test_flush_deadlock.py)."""
+    for attempt in range(1 + RETRIES_AFTER_DEADLOCK):
+        try:
+            # The flusher thread has no transaction of its own; one batch needs none either.
+            with transaction.atomic() if len(batches) > 1 else nullcontext():
+                for table, rows in batches:
+                    table.write(rows)
+            return
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) not in RUN_AGAIN or attempt == RETRIES_AFTER_DEADLOCK:
+                raise
+            logger.info("A flush of %d batches was aborted to break a deadlock; running it again", len(batches))
 
 
 def _write_table(table: "Table", rows: Rows) -> None:
