@@ -8,6 +8,7 @@ Before the retry, the aborted batch waited for the next flush, and the failure-i
 wait for the workers' records could return before it (scenario 7 read a confirmation's start as
 None in CI, 2026-12-06 and 12-07). PostgreSQL only: .ci/run runs it there."""
 
+import itertools
 import multiprocessing
 import os
 from threading import BrokenBarrierError
@@ -32,12 +33,11 @@ def test_two_processes_flushing_the_same_rows_in_opposite_orders_both_write_thei
         TaskRecord.objects.create(task_id=task_id, task_name="t", sent_at=timezone.now())
     fork = multiprocessing.get_context("fork")
     both_hold_their_first_row = fork.Barrier(2, timeout=10)
-    first_attempt: dict[str, bool] = {}
+    attempts = itertools.count()
 
     def write_runs(rows: writebehind.Rows) -> None:
         writebehind.update_rows(TaskRecord, ("task_id",), rows, additive=("attempts",))
-        if first_attempt.setdefault("runs", True):  # hold the row until the other process holds its own
-            first_attempt["runs"] = False
+        if next(attempts) == 0:  # hold the row until the other process holds its own
             try:
                 both_hold_their_first_row.wait()
             except BrokenBarrierError:
