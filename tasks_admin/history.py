@@ -241,12 +241,13 @@ def _unsent(name: str, args, kwargs, request, at) -> dict:
     }
 
 
-_runs = writebehind.Table("task history", _write_runs, additive=("attempts",))
+_runs = writebehind.Table("task history", _write_runs, additive=("attempts",), rows_of=(TaskRecord, "task_id"))
 # Planned tasks a worker has sent on: queued now, unless they already started (another process
 # may have written that first) or were skipped.
 _published = writebehind.Table(
     "sent planned task",
     lambda rows: writebehind.update_rows(TaskRecord, ("task_id",), rows, only_if={"state": PLANNED}),
+    rows_of=(TaskRecord, "task_id"),
 )
 
 

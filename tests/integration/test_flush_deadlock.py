@@ -1,12 +1,13 @@
-"""Two pool processes' write-behind flushes that update the same task records in opposite orders
-both write their batches in that flush (tasks_admin/writebehind.py): PostgreSQL aborts one of
-them as a deadlock, and that one runs its transaction again once the other has committed.
+"""Two pool processes' write-behind flushes that write the same task records, each process's
+batches in the opposite order to the other's, both write their batches once, without a deadlock
+(tasks_admin/writebehind.py, _lock_in_order): the second waits for the first.
 
 The crossing is the normal case, not a contrived one: a process records the run of a task the
 other sent (its history batch) while the other records having sent it (its sent-task batch).
-Before the retry, the aborted batch waited for the next flush, and the failure-injection suite's
-wait for the workers' records could return before it (scenario 7 read a confirmation's start as
-None in CI, 2026-12-06 and 12-07). PostgreSQL only: .ci/run runs it there."""
+Without the lock, PostgreSQL aborted one of them after a second as a deadlock: first it waited
+for the next flush (scenario 7 read a confirmation's start as None in CI, 2026-12-06 and 12-07),
+then it ran its transaction again; at a worker's shutdown, when all its pool processes flush at
+once, stopping took up to 14 s instead of 1.6. PostgreSQL only: .ci/run runs it there."""
 
 import itertools
 import multiprocessing
@@ -25,26 +26,31 @@ from tests.support import require
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_two_processes_flushing_the_same_rows_in_opposite_orders_both_write_their_batches() -> None:
+def test_two_processes_flushing_the_same_rows_in_opposite_orders_write_their_batches_once() -> None:
     require(
         connection.vendor == "postgresql", "the deadlock is between PostgreSQL sessions (DATABASE_URL=postgres://…)"
     )
     for task_id in ("x", "y"):
         TaskRecord.objects.create(task_id=task_id, task_name="t", sent_at=timezone.now())
     fork = multiprocessing.get_context("fork")
-    both_hold_their_first_row = fork.Barrier(2, timeout=10)
-    attempts = itertools.count()
+    # Each process holds the row of its first write until the other holds its own: they cross.
+    # Locked in order, the second cannot write before the first commits: the wait times out.
+    both_hold_their_first_row = fork.Barrier(2, timeout=3)
+    writes = itertools.count(1)  # each process's own count, from the fork on
 
     def write_runs(rows: writebehind.Rows) -> None:
         writebehind.update_rows(TaskRecord, ("task_id",), rows, additive=("attempts",))
-        if next(attempts) == 0:  # hold the row until the other process holds its own
+        if next(writes) == 1:
             try:
                 both_hold_their_first_row.wait()
             except BrokenBarrierError:
                 pass
 
-    runs = writebehind.Table("test runs", write_runs, additive=("attempts",))
-    sent = writebehind.Table("test sent", lambda rows: writebehind.update_rows(TaskRecord, ("task_id",), rows))
+    records = (TaskRecord, "task_id")
+    runs = writebehind.Table("test runs", write_runs, additive=("attempts",), rows_of=records)
+    sent = writebehind.Table(
+        "test sent", lambda rows: writebehind.update_rows(TaskRecord, ("task_id",), rows), rows_of=records
+    )
 
     def pool_process(ran: str, sent_on: str) -> None:
         writebehind._enabled_pid = os.getpid()
@@ -52,8 +58,9 @@ def test_two_processes_flushing_the_same_rows_in_opposite_orders_both_write_thei
         sent.put(sent_on, queue=f"sent {sent_on}")
         writebehind.flush()
         pending = [table.name for table in writebehind._tables if table._rows]
+        ran_again = next(writes) > 2  # its history batch written more than once: aborted, run again
         connection.close()
-        os._exit(1 if pending else 0)
+        os._exit(1 if pending else 2 if ran_again else 0)
 
     connection.close()  # each forked process opens its own session
     try:
@@ -66,6 +73,7 @@ def test_two_processes_flushing_the_same_rows_in_opposite_orders_both_write_thei
         writebehind._tables.remove(runs)
         writebehind._tables.remove(sent)
 
-    assert [process.exitcode for process in processes] == [0, 0]  # nothing left for a later flush
+    # 1: a batch left for a later flush; 2: a flush aborted as a deadlock and run again.
+    assert [process.exitcode for process in processes] == [0, 0]
     stored = {r.task_id: (r.state, r.worker, r.attempts, r.queue) for r in TaskRecord.objects.all()}
     assert stored == {"x": (states.SUCCESS, "ran x", 1, "sent x"), "y": (states.SUCCESS, "ran y", 1, "sent y")}
