@@ -33,7 +33,14 @@ from django.utils.translation import gettext
 from django_celery_results.models import TaskResult
 
 from . import console, services, subjects
-from .adminkit import AccessibleAdminMixin, ActionPermissionMixin, ReadOnlyAdminMixin, pk_url, post_action
+from .adminkit import (
+    AccessibleAdminMixin,
+    ActionPermissionMixin,
+    PlainRowsMixin,
+    ReadOnlyAdminMixin,
+    pk_url,
+    post_action,
+)
 from .console import Action, Offer, Outcome
 from .graph import render_svg
 from .models import PLANNED, SKIPPED, TASK_STATES, DeadLetter, TaskAction, TaskRecord
@@ -125,7 +132,7 @@ def _time(value: datetime | None) -> str | None:
     return mark_safe(f'<span title="{local.isoformat(sep=" ", timespec="milliseconds")}">{short}</span>')
 
 
-class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
+class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin, PlainRowsMixin):
     """Row buttons, POST-only action views and bulk actions shared by task history and dead letters."""
 
     action_form = ReasonActionForm
@@ -133,9 +140,6 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin):
     show_facets = admin.ShowFacets.NEVER  # facet counts are a COUNT per filter choice over the whole table
     show_full_result_count = False
     list_per_page = 50
-    # Each row links to its task from the "task" column: no second link Django would reverse,
-    # then resolve again to carry the filters, for every row.
-    list_display_links = None
     empty_value_display = "—"
     # What the rows show and their buttons read: not the arguments, result or traceback. A field an
     # owner's offers read and this leaves out is a query per row
