@@ -222,15 +222,14 @@ def _lock_in_order(batches: list[tuple["Table", Rows]]) -> None:
     (tests/integration/test_flush_deadlock.py). One batch a model is one statement: no lock."""
     if not connection.features.has_select_for_update:
         return
-    keys: dict[tuple[type[Model], str], set[Hashable]] = {}
-    writers: dict[tuple[type[Model], str], int] = {}
+    written: dict[tuple[type[Model], str], list[Rows]] = {}
     for table, rows in batches:
         if table.rows_of:
-            keys.setdefault(table.rows_of, set()).update(rows)
-            writers[table.rows_of] = writers.get(table.rows_of, 0) + 1
-    for (model, field), values in keys.items():
-        if writers[model, field] > 1:
-            rows = model._base_manager.filter(**{f"{field}__in": sorted(values)}).order_by(field)
+            written.setdefault(table.rows_of, []).append(rows)
+    for (model, field), batches_of_model in written.items():
+        if len(batches_of_model) > 1:
+            keys = sorted(set().union(*batches_of_model))
+            rows = model._base_manager.filter(**{f"{field}__in": keys}).order_by(field)
             list(rows.select_for_update().values_list("pk", flat=True))
 
 
