@@ -13,7 +13,7 @@ task rows (order_data.py), for /metrics' order series.
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import django
@@ -234,26 +234,43 @@ def _pages() -> list[_Page]:
     ]
 
 
-def _time_page(client: Client, url: str, expects: str, runs: int) -> Timing:
+def _page_call(client: Client, url: str, expects: str) -> Callable[[], None]:
     def get() -> None:
         response = client.get(url)
         if response.status_code != 200 or expects not in response.content.decode():
             raise BenchmarkError(f"{url} answered {response.status_code} without {expects!r}: not a page to time.")
 
-    return _time_call(get, runs)
+    return get
 
 
 def _time_call(call: Callable[[], object], runs: int) -> Timing:
-    with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
-        call()
-    query_count = len(queries)  # now: a request clears the connection's query log
+    return _time_side_by_side([call], runs)[0]
+
+
+def _time_side_by_side(calls: Sequence[Callable[[], object]], runs: int) -> list[Timing]:
+    """Each call timed `runs` times after WARMUPS, the calls taking turns (the stock page, ours,
+    the stock page, ...). These machines run faster and slower by turns for seconds at a time
+    (docs/benchmarks.md, "The machine"): timed one after the other, a fast page's nine requests
+    fit in a fraction of a second and fell in one such stretch, fast or slow, while the stock
+    page's spanned several; taking turns, both sides see the same stretches."""
+    query_counts = []
+    for call in calls:
+        with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
+            call()
+        query_counts.append(len(queries))  # now: a request clears the connection's query log
     for _ in range(WARMUPS - 1):
-        call()
-    samples = []
+        for call in calls:
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
     for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
+        for call, timed in zip(calls, samples, strict=True):
+            start = time.perf_counter()
+            call()
+            timed.append((time.perf_counter() - start) * 1000)
+    return [_timing(timed, count) for timed, count in zip(samples, query_counts, strict=True)]
+
+
+def _timing(samples: list[float], query_count: int) -> Timing:
     milliseconds = percentiles(samples)
     return Timing(
         round(milliseconds["p50"], 1),
@@ -287,8 +304,8 @@ def measure_scrape(runs: int, log: Log) -> PageResult:
     whole = TaskRecord.objects.filter(state__in=FINAL_STATES)
     if _figures(tally.aggregate(whole)) != _figures(tally.counts(settle_first=None)):
         raise BenchmarkError("The tally and the history disagree: not a scrape to time.")
-    before = _time_call(lambda: tally.aggregate(whole), runs)
-    return PageResult("/metrics task series", before, _time_call(lambda: list(collectors.task_series()), runs))
+    before, ours = _time_side_by_side([lambda: tally.aggregate(whole), lambda: list(collectors.task_series())], runs)
+    return PageResult("/metrics task series", before, ours)
 
 
 def _count_statuses() -> list[dict]:
@@ -318,13 +335,10 @@ def measure_order_series(runs: int, log: Log) -> list[PageResult]:
     return [
         PageResult(
             "/metrics order steps",
-            _time_call(lambda: step_tally.by_outcome(settled), runs),
-            _time_call(step_tally.counts, runs),
+            *_time_side_by_side([lambda: step_tally.by_outcome(settled), step_tally.counts], runs),
         ),
         PageResult(
-            "/metrics orders, messages by status",
-            _time_call(_count_statuses, runs),
-            _time_call(_tallied_statuses, runs),
+            "/metrics orders, messages by status", *_time_side_by_side([_count_statuses, _tallied_statuses], runs)
         ),
         PageResult(
             "/metrics orders and messages",
@@ -349,6 +363,10 @@ def measure_pages(runs: int, log: Log) -> list[PageResult]:
         client.force_login(user)
         for page in _pages():
             log(f"Timing {page.label} ...")
-            stock = _time_page(client, page.stock_url, page.stock_expects, runs) if page.stock_url else None
-            results.append(PageResult(page.label, stock, _time_page(client, page.ours_url, page.ours_expects, runs)))
+            ours = _page_call(client, page.ours_url, page.ours_expects)
+            if page.stock_url:
+                stock = _page_call(client, page.stock_url, page.stock_expects)
+                results.append(PageResult(page.label, *_time_side_by_side([stock, ours], runs)))
+            else:
+                results.append(PageResult(page.label, None, _time_call(ours, runs)))
     return results
