@@ -68,9 +68,15 @@ def _time_checkouts(
 
 
 def measure(
-    stack: Stack, requests: int, baseline_requests: int, delay: float, rate: float, log: Callable[[str], None]
+    stack: Stack,
+    requests: int,
+    baseline: tuple[int, int],
+    delay: float,
+    rate: float,
+    log: Callable[[str], None],
 ) -> tuple[dict, dict, dict]:
-    """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in seconds."""
+    """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in
+    seconds; `baseline` is (its requests, its warm-up requests)."""
     workflow._reset()
     workflow._catalog()
     with SlowProviders(delay) as providers:
@@ -83,12 +89,10 @@ def measure(
         stack.stop(*workers)
         stack.purge()
         sync_url = stack.web("benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
-        log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
-        # One warm-up request per client: the synchronous checkout's first requests import and
-        # connect in tens of milliseconds, under 1 % of its 4 s, and a second round cost 4 s a run.
-        baseline = _time_checkouts(sync_url, baseline_requests, offset=100_000, warm_up=CLIENTS)
+        log(f"  {baseline[0]} synchronous checkouts (sending in the request) ...")
+        sync = _time_checkouts(sync_url, baseline[0], offset=100_000, warm_up=baseline[1])
     TaskResult.objects.all().delete()
-    return _quantiles(at_rate), _quantiles(flat_out), _quantiles(baseline)
+    return _quantiles(at_rate), _quantiles(flat_out), _quantiles(sync)
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
