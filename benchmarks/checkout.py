@@ -70,13 +70,13 @@ def _time_checkouts(
 def measure(
     stack: Stack,
     requests: int,
-    baseline: tuple[int, int],
+    baseline_requests: int,
+    baseline_warm_ups: int,
     delay: float,
     rate: float,
     log: Callable[[str], None],
 ) -> tuple[dict, dict, dict]:
-    """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in
-    seconds; `baseline` is (its requests, its warm-up requests)."""
+    """(ours at `rate` a second, ours flat out, the synchronous baseline): each {p50, p95} in seconds."""
     workflow._reset()
     workflow._catalog()
     with SlowProviders(delay) as providers:
@@ -89,8 +89,8 @@ def measure(
         stack.stop(*workers)
         stack.purge()
         sync_url = stack.web("benchmarks.sync_checkout:application", workers=2, threads=4, **providers)
-        log(f"  {baseline[0]} synchronous checkouts (sending in the request) ...")
-        sync = _time_checkouts(sync_url, baseline[0], offset=100_000, warm_up=baseline[1])
+        log(f"  {baseline_requests} synchronous checkouts (sending in the request) ...")
+        sync = _time_checkouts(sync_url, baseline_requests, offset=100_000, warm_up=baseline_warm_ups)
     TaskResult.objects.all().delete()
     return _quantiles(at_rate), _quantiles(flat_out), _quantiles(sync)
 

@@ -276,7 +276,7 @@ def _sql(stack: Stack, sizes: Sizes, tmp: Path, log: Log) -> list[Figure]:
 def _checkout(stack: Stack, sizes: Sizes, rate: float, load: str, log: Log) -> list[Figure]:
     log(f"Checkout latency with {PROVIDER_DELAY:g} s SMS and e-mail providers ...")
     at_rate, flat_out, sync = checkout.measure(
-        stack, sizes.checkouts, (sizes.sync_checkouts, sizes.sync_warm_ups), PROVIDER_DELAY, rate, log
+        stack, sizes.checkouts, sizes.sync_checkouts, sizes.sync_warm_ups, PROVIDER_DELAY, rate, log
     )
     return [
         Figure(
