@@ -8,8 +8,13 @@ import sys
 
 import django
 
+from tasks_admin import gcfreeze
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
 django.setup()
+# As a web process does once loaded (shop/wsgi.py): the admin part renders both admins' pages in
+# this process, and they run here as they would there.
+gcfreeze.freeze_start_up_objects()
 
 from benchmarks.cli import main  # noqa: E402  (imports models: after django.setup())
 
