@@ -39,6 +39,7 @@ from .adminkit import (
     PlainRowsMixin,
     ReadOnlyAdminMixin,
     pk_url,
+    pk_urls,
     post_action,
 )
 from .console import Action, Offer, Outcome
@@ -223,7 +224,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin, PlainRowsMixin
         it now, among the actions this user may take, each posting to this admin's own URL
         (test_console_hygiene.py::test_each_list_posts_its_row_buttons_to_its_own_admin)."""
         allowed = {action for action in Action if self._may(request, action)}
-        views = {action: f"admin:{self._url_prefix}{action}" for action in allowed}
+        urls = {action: pk_urls(f"admin:{self._url_prefix}{action}") for action in allowed}
 
         @admin.display(description="")
         def actions(record: TaskRecord) -> str:
@@ -231,7 +232,7 @@ class TaskConsoleMixin(ActionPermissionMixin, ReadOnlyAdminMixin, PlainRowsMixin
             return format_html_join(
                 "",
                 BUTTON,
-                ((offer.action, offer.title, pk_url(views[offer.action], record.pk), offer.label) for offer in offers),
+                ((offer.action, offer.title, urls[offer.action](record.pk), offer.label) for offer in offers),
             )
 
         return actions

@@ -35,8 +35,14 @@ def pk_url(viewname: str, pk: object) -> str:
     of a replace: a list reverses two or three such URLs a row, 20 µs each, and the row is the
     admin's cost over a million tasks (docs/benchmarks.md, "The task list's cells"). Raises
     NoReverseMatch as reverse() does (tests/unit/test_pk_url.py)."""
+    return pk_urls(viewname)(pk)
+
+
+def pk_urls(viewname: str) -> Callable[[object], str]:
+    """pk_url for one view and many keys (a column of row buttons): the script prefix and URLconf
+    are read once, not for every row (each read is a lookup in asgiref's Local, 3-5 µs)."""
     template = _pk_url_template(viewname, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
-    return template.replace(_PK, quote(str(pk), safe=_PK_SAFE))
+    return lambda pk: template.replace(_PK, quote(str(pk), safe=_PK_SAFE))
 
 
 @cache
@@ -79,13 +85,27 @@ class PlainRowsMixin:
         if field is not None:
             nowrap = " nowrap" if isinstance(field, (models.DateField, models.TimeField, models.ForeignKey)) else ""
 
-            def field_cell(record: models.Model) -> SafeString:
-                value = getattr(record, field.name)
+            def field_td(value: object) -> SafeString:
                 if field.many_to_one:  # the related object, as Django shows it
                     return _td(f"field-{name}{nowrap}", empty if value is None else value)
                 if isinstance(value, str) and not value.strip():
                     value = ""
                 return _td(f"field-{name}{nowrap}", display_for_field(value, field, empty))
+
+            # A page's cells by value: a queue, a worker or a count repeats down the page, and
+            # display_for_field formats a number in 17 µs (the active language, then three of its
+            # formats, looked up each time; docs/benchmarks.md, "a page's repeated values").
+            shown: dict[object, SafeString] = {}
+
+            def field_cell(record: models.Model) -> SafeString:
+                value = getattr(record, field.name)
+                try:
+                    return shown[value]
+                except KeyError:
+                    cell = shown[value] = field_td(value)
+                    return cell
+                except TypeError:  # a value that cannot be a key (a JSON list): written each time
+                    return field_td(value)
 
             return field_cell
         if callable(name):
@@ -93,13 +113,16 @@ class PlainRowsMixin:
         else:
             show, css = getattr(self, name), name
         empty = getattr(show, "empty_value_display", empty)
+        boolean = getattr(show, "boolean", False)
 
         def method_cell(record: models.Model) -> SafeString:
             value = show(record)
-            if isinstance(value, str) and not value.strip():
-                value = ""
+            if isinstance(value, str) and not boolean:
+                # What display_for_value makes of a string (itself; a blank one, the empty value),
+                # without its nine checks: 4 µs a cell, and most of a page's 400 are strings.
+                return _td(f"field-{css}", value if value.strip() else empty)
             dated = " nowrap" if isinstance(value, (datetime.date, datetime.time)) else ""
-            return _td(f"field-{css}{dated}", display_for_value(value, empty, getattr(show, "boolean", False)))
+            return _td(f"field-{css}{dated}", display_for_value(value, empty, boolean))
 
         return method_cell
 
