@@ -58,11 +58,17 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Timing:
-    median_ms: float
-    p95_ms: float
+    median_ms: float  # the median of the rounds' medians
+    p95_ms: float  # of every timed run
     min_ms: float  # the fastest and the slowest timed run: the spread on a noisy machine
     max_ms: float
     queries: int
+    rounds: tuple[float, ...] = ()  # each round's median
+
+    def text(self) -> str:
+        """ "median / p95", the median with its rounds' min–max when there are several."""
+        spread = f" ({min(self.rounds):.1f}–{max(self.rounds):.1f})" if len(self.rounds) > 1 else ""
+        return f"{self.median_ms:.1f}{spread} / {self.p95_ms:.1f}"
 
 
 @dataclass(frozen=True)
@@ -98,12 +104,18 @@ class Report:
         }
 
     def table(self) -> str:
-        header = ("page", "stock median / p95 ms", "ours median / p95 ms", "speed-up", "queries stock / ours")
+        header = (
+            "page",
+            "stock median (rounds) / p95 ms",
+            "ours median (rounds) / p95 ms",
+            "speed-up",
+            "queries stock / ours",
+        )
         rows = [header] + [
             (
                 page.page,
-                f"{page.stock.median_ms:.1f} / {page.stock.p95_ms:.1f}" if page.stock else "n/a",
-                f"{page.ours.median_ms:.1f} / {page.ours.p95_ms:.1f}",
+                page.stock.text() if page.stock else "n/a",
+                page.ours.text(),
                 f"{page.speedup:.0f}×" if page.speedup else "n/a",
                 f"{page.stock.queries if page.stock else 'n/a'} / {page.ours.queries}",
             )
@@ -116,7 +128,7 @@ class Report:
         lines.append(
             f"machine: {m['cores']} cores, PostgreSQL {m['postgresql']}, Python {m['python']}, "
             f"Django {m['django']}, {m['rows']:,} task rows (and as many stock results and orders), "
-            f"median of {m['runs']} runs after {WARMUPS} warm-ups"
+            f"the median of {m['rounds']} rounds' medians of {m['runs']} runs, after {WARMUPS} warm-ups"
         )
         return "\n".join(lines)
 
@@ -125,15 +137,16 @@ def run(
     *,
     rows: int = 1_000_000,
     runs: int = 7,
+    rounds: int = 3,
     database_url: str | None = None,
     name: str | None = None,
     keep: bool = False,
     log: Log = print,
 ) -> Report:
     """Create (or reuse, if kept with the same rows) the scratch database `name` (by default
-    scratch_name("bench_admin")), fill it, time the pages."""
-    if rows < MIN_ROWS or runs < 1:
-        raise BenchmarkError(f"Need at least {MIN_ROWS} rows and one run.")
+    scratch_name("bench_admin")), fill it, time the pages: `rounds` rounds of `runs` runs each."""
+    if rows < MIN_ROWS or runs < 1 or rounds < 1:
+        raise BenchmarkError(f"Need at least {MIN_ROWS} rows, one run and one round.")
     name = name or scratch_name("bench_admin", database_url)
     server = server_settings(database_url)
     version = server_version(server)
@@ -144,7 +157,8 @@ def run(
             load_seconds = {**admin_data.load(rows, log), **order_data.load(rows, log)} if needs_load else {}
             with connection.cursor() as cursor:
                 cursor.execute(f"COMMENT ON DATABASE {connection.ops.quote_name(name)} IS %s", [_marker(rows)])
-            pages = [*measure_pages(runs, log), measure_scrape(runs, log), *measure_order_series(runs, log)]
+            timing = Rounds(runs, rounds)
+            pages = [*measure_pages(timing, log), measure_scrape(timing, log), *measure_order_series(timing, log)]
     finally:
         if not keep:
             drop_database(server, name)
@@ -156,6 +170,7 @@ def run(
         "django": django.get_version(),
         "rows": rows,
         "runs": runs,
+        "rounds": rounds,
     }
     return Report(machine, load_seconds, pages)
 
@@ -243,16 +258,26 @@ def _page_call(client: Client, url: str, expects: str) -> Callable[[], None]:
     return get
 
 
-def _time_call(call: Callable[[], object], runs: int) -> Timing:
-    return _time_side_by_side([call], runs)[0]
+@dataclass(frozen=True)
+class Rounds:
+    """How each page is timed: `rounds` rounds of `runs` runs, after WARMUPS."""
+
+    runs: int
+    rounds: int
 
 
-def _time_side_by_side(calls: Sequence[Callable[[], object]], runs: int) -> list[Timing]:
-    """Each call timed `runs` times after WARMUPS, the calls taking turns (the stock page, ours,
-    the stock page, ...). These machines run faster and slower by turns for seconds at a time
-    (docs/benchmarks.md, "The machine"): timed one after the other, a fast page's nine requests
-    fit in a fraction of a second and fell in one such stretch, fast or slow, while the stock
-    page's spanned several; taking turns, both sides see the same stretches."""
+def _time_call(call: Callable[[], object], timing: Rounds) -> Timing:
+    return _time_side_by_side([call], timing)[0]
+
+
+def _time_side_by_side(calls: Sequence[Callable[[], object]], timing: Rounds) -> list[Timing]:
+    """Each call timed in rounds of `runs` times after WARMUPS, the calls taking turns (the stock
+    page, ours, the stock page, ...). These machines run faster and slower by turns for seconds
+    at a time (docs/benchmarks.md, "The machine"): timed one after the other, a fast page's nine
+    requests fit in a fraction of a second and fell in one such stretch, fast or slow, while the
+    stock page's spanned several; taking turns, both sides see the same stretches. Each figure is
+    the median of its rounds' medians, as the suite's other figures are: one median of 7 moved
+    our failed-tasks page between 26 and 40 ms from one run to the next."""
     query_counts = []
     for call in calls:
         with CaptureQueriesContext(connection) as queries:  # a warm-up: capturing costs time
@@ -261,23 +286,29 @@ def _time_side_by_side(calls: Sequence[Callable[[], object]], runs: int) -> list
     for _ in range(WARMUPS - 1):
         for call in calls:
             call()
-    samples: list[list[float]] = [[] for _ in calls]
-    for _ in range(runs):
-        for call, timed in zip(calls, samples, strict=True):
-            start = time.perf_counter()
-            call()
-            timed.append((time.perf_counter() - start) * 1000)
-    return [_timing(timed, count) for timed, count in zip(samples, query_counts, strict=True)]
+    rounds: list[list[list[float]]] = [[] for _ in calls]  # per call, per round, the runs
+    for _ in range(timing.rounds):
+        samples: list[list[float]] = [[] for _ in calls]
+        for _ in range(timing.runs):
+            for call, timed in zip(calls, samples, strict=True):
+                start = time.perf_counter()
+                call()
+                timed.append((time.perf_counter() - start) * 1000)
+        for call_rounds, timed in zip(rounds, samples, strict=True):
+            call_rounds.append(timed)
+    return [_timing(call_rounds, count) for call_rounds, count in zip(rounds, query_counts, strict=True)]
 
 
-def _timing(samples: list[float], query_count: int) -> Timing:
-    milliseconds = percentiles(samples)
+def _timing(rounds: list[list[float]], query_count: int) -> Timing:
+    samples = [sample for runs in rounds for sample in runs]
+    medians = [percentiles(runs)["p50"] for runs in rounds]
     return Timing(
-        round(milliseconds["p50"], 1),
-        round(milliseconds["p95"], 1),
+        round(percentiles(medians)["p50"], 1),
+        round(percentiles(samples)["p95"], 1),
         round(min(samples), 1),
         round(max(samples), 1),
         query_count,
+        tuple(round(median, 1) for median in medians),
     )
 
 
@@ -297,14 +328,14 @@ def _figures(counts: dict[tally.Outcome, tally.Sums]) -> dict:
     }
 
 
-def measure_scrape(runs: int, log: Log) -> PageResult:
+def measure_scrape(timing: Rounds, log: Log) -> PageResult:
     """/metrics' task series (tasks_admin/collectors.py) from the tally, as every scrape reads them,
     against what each scrape did before the tally: the same figures aggregated over the whole history."""
     log("Timing the /metrics task series ...")
     whole = TaskRecord.objects.filter(state__in=FINAL_STATES)
     if _figures(tally.aggregate(whole)) != _figures(tally.counts(settle_first=None)):
         raise BenchmarkError("The tally and the history disagree: not a scrape to time.")
-    before, ours = _time_side_by_side([lambda: tally.aggregate(whole), lambda: list(collectors.task_series())], runs)
+    before, ours = _time_side_by_side([lambda: tally.aggregate(whole), lambda: list(collectors.task_series())], timing)
     return PageResult("/metrics task series", before, ours)
 
 
@@ -321,7 +352,7 @@ def _tallied_statuses() -> list[dict]:
     return [{status: n for (status,), n in orders.items() if n}, {labels: n for labels, n in messages.items() if n}]
 
 
-def measure_order_series(runs: int, log: Log) -> list[PageResult]:
+def measure_order_series(timing: Rounds, log: Log) -> list[PageResult]:
     """/metrics' workflow steps by outcome from their tally (orders/tally.py), and the orders by
     status and messages by channel and status from theirs (tasks_admin/rowcounts.py), each against
     the same counts taken from the tables at each scrape, as the collectors did before; and the
@@ -335,20 +366,20 @@ def measure_order_series(runs: int, log: Log) -> list[PageResult]:
     return [
         PageResult(
             "/metrics order steps",
-            *_time_side_by_side([lambda: step_tally.by_outcome(settled), step_tally.counts], runs),
+            *_time_side_by_side([lambda: step_tally.by_outcome(settled), step_tally.counts], timing),
         ),
         PageResult(
-            "/metrics orders, messages by status", *_time_side_by_side([_count_statuses, _tallied_statuses], runs)
+            "/metrics orders, messages by status", *_time_side_by_side([_count_statuses, _tallied_statuses], timing)
         ),
         PageResult(
             "/metrics orders and messages",
             None,
-            _time_call(lambda: [*OrderCollector().collect(), *NotificationCollector().collect()], runs),
+            _time_call(lambda: [*OrderCollector().collect(), *NotificationCollector().collect()], timing),
         ),
     ]
 
 
-def measure_pages(runs: int, log: Log) -> list[PageResult]:
+def measure_pages(timing: Rounds, log: Log) -> list[PageResult]:
     """Render each page as a logged-in superuser, through the whole request handler and template."""
     user, _ = User.objects.update_or_create(
         username="bench-admin", defaults={"is_staff": True, "is_superuser": True, "password": "!"}
@@ -366,7 +397,7 @@ def measure_pages(runs: int, log: Log) -> list[PageResult]:
             ours = _page_call(client, page.ours_url, page.ours_expects)
             if page.stock_url:
                 stock = _page_call(client, page.stock_url, page.stock_expects)
-                results.append(PageResult(page.label, *_time_side_by_side([stock, ours], runs)))
+                results.append(PageResult(page.label, *_time_side_by_side([stock, ours], timing)))
             else:
-                results.append(PageResult(page.label, None, _time_call(ours, runs)))
+                results.append(PageResult(page.label, None, _time_call(ours, timing)))
     return results

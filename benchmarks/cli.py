@@ -1,7 +1,7 @@
 """The options of `python -m benchmarks` (Django is set up by __main__.py before this is imported).
 
     python -m benchmarks [--quick] [--only PARTS] [--database-url URL] [--json PATH] [--chart PATH]
-    python -m benchmarks admin [--rows N] [--runs N] [--database-name NAME] [--keep] [--json PATH]
+    python -m benchmarks admin [--rows N] [--runs N] [--rounds N] [--database-name NAME] [--keep] [--json PATH]
     python -m benchmarks scale [--orders N] [--rounds N] [--database-url URL] [--json PATH] [--markdown PATH]
 
 The first is the whole suite (suite.py: each figure next to its baseline, `make bench`); `admin`
@@ -53,7 +53,10 @@ def parser() -> argparse.ArgumentParser:
         "large history on PostgreSQL (a scratch database, filled with COPY).",
     )
     admin.add_argument("--rows", type=int, default=1_000_000, help="Task rows to load (default 1,000,000)")
-    admin.add_argument("--runs", type=int, default=7, help="Timed runs per page, after 2 warm-ups (default 7)")
+    admin.add_argument("--runs", type=int, default=7, help="Timed runs per page a round, after 2 warm-ups (default 7)")
+    admin.add_argument(
+        "--rounds", type=int, default=3, help="Rounds per page: its figure, their medians' median (default 3)"
+    )
     admin.add_argument("--database-url", help=DATABASE_URL_HELP)
     admin.add_argument("--database-name", help="The scratch database to create and drop (default: <name>_bench_admin)")
     admin.add_argument("--keep", action="store_true", help="Keep the scratch database: a re-run reuses its data")
@@ -108,6 +111,7 @@ def _admin(options: argparse.Namespace) -> None:
     result = admin_pages.run(
         rows=options.rows,
         runs=options.runs,
+        rounds=options.rounds,
         database_url=options.database_url,
         name=options.database_name,
         keep=options.keep,

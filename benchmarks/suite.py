@@ -41,14 +41,15 @@ class Sizes:
     products: int
     page_requests: int
     admin_rows: int
-    admin_runs: int
+    admin_runs: int  # timed runs per page a round
+    admin_rounds: int  # each page's figure is the median of its rounds' medians
     scaling_orders: int
     throughput_rounds: int  # rounds of throughput and latency (alternately ours and stock), and of each history size
     history_rows: int  # task history and results rows loaded for the history-size figures
 
 
-FULL = Sizes(1500, 30, 200, 200, 8, 2, 10_000, 100, 1_000_000, 7, 600, 3, 1_000_000)
-QUICK = Sizes(60, 2, 20, 40, 2, 0, 10_000, 20, 10_000, 3, 0, 1, 0)  # no scaling, no history size: CI's 2 minutes
+FULL = Sizes(1500, 30, 200, 200, 8, 2, 10_000, 100, 1_000_000, 7, 3, 600, 3, 1_000_000)
+QUICK = Sizes(60, 2, 20, 40, 2, 0, 10_000, 20, 10_000, 3, 1, 0, 1, 0)  # no scaling, no history size: CI's 2 minutes
 PROVIDER_DELAY = 2.0  # seconds each slow provider takes (checkout figure)
 CHECKOUT_RATE = 10.0  # checkouts a second when the run has not measured the order throughput
 
@@ -365,7 +366,13 @@ def _scaling(stack: Stack, sizes: Sizes, log: Log) -> list[Figure]:
 def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
     log(f"Task console over {sizes.admin_rows:,} task rows on PostgreSQL ...")
     try:
-        report = admin_pages.run(rows=sizes.admin_rows, runs=sizes.admin_runs, database_url=database_url, log=log)
+        report = admin_pages.run(
+            rows=sizes.admin_rows,
+            runs=sizes.admin_runs,
+            rounds=sizes.admin_rounds,
+            database_url=database_url,
+            log=log,
+        )
     except ServerUnavailable as exc:
         log(f"  skipped: {exc}")
         return []
@@ -402,6 +409,8 @@ def _admin(sizes: Sizes, database_url: str | None, log: Log) -> list[Figure]:
                 baselines.get(page.page, "stock django-celery-results admin"),
                 target_text if judged else "(at 1,000,000 rows)",
                 target if judged else None,
+                rounds=tuple(median / 1000 for median in page.ours.rounds),
+                baseline_rounds=tuple(median / 1000 for median in page.stock.rounds) if page.stock else (),
             )
         )
     return figures
