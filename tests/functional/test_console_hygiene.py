@@ -12,6 +12,7 @@ from celery import states
 from django.contrib import admin
 from django.contrib.admin.templatetags.admin_list import items_for_result
 from django.contrib.auth.models import Permission, User
+from django.template import engines
 from django.urls import reverse
 from django.utils import timezone
 
@@ -146,3 +147,39 @@ def test_the_console_rows_are_djangos_own(admin_client):
         assert cl.model_admin.row_cells(cl) == djangos
         for cells in djangos:
             assert f"<tr>{''.join(cells)}</tr>" in page
+
+
+def test_the_console_sidebar_is_djangos_own(client, admin_client):
+    """The console's lists write Django's navigation sidebar once for what it shows
+    (console_list.nav_sidebar): each page's sidebar is Django's for that user and page, and a
+    permission granted shows at once, never a sidebar written for another user or page."""
+    tasks, letters = (
+        reverse("admin:tasks_admin_taskrecord_changelist"),
+        reverse("admin:tasks_admin_deadletter_changelist"),
+    )
+    orders = reverse("admin:orders_order_changelist")
+    user = User.objects.create_user("navigator", "n@example.com", "pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="view_taskrecord"))
+    client.force_login(user)
+
+    def sidebar(the_client, url: str) -> tuple[str, str]:
+        response = the_client.get(url)
+        assert response.status_code == 200
+        page = response.content.decode()
+        djangos = engines["django"].engine.render_to_string(
+            "admin/nav_sidebar.html",
+            {"available_apps": response.context["available_apps"], "request": response.wsgi_request},
+        )
+        assert djangos in page
+        return page, djangos
+
+    everything, _ = sidebar(admin_client, tasks)
+    assert f'<a href="{orders}">' in everything and f'<a href="{tasks}" aria-current="page">' in everything
+    viewer, viewers = sidebar(client, tasks)
+    assert f'href="{orders}"' not in viewers and f'<a href="{tasks}" aria-current="page">' in viewers
+    user.user_permissions.add(Permission.objects.get(codename="view_order"))
+    granted, _ = sidebar(client, tasks)
+    assert f'<a href="{orders}">' in granted
+    on_letters, _ = sidebar(admin_client, letters)
+    assert f'<a href="{letters}" aria-current="page">' in on_letters
+    assert f'<a href="{tasks}">' in on_letters
